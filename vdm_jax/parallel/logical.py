@@ -1,0 +1,111 @@
+"""Logical axis names -> mesh axes.
+
+A rule list is a sequence of ``(logical_name, mesh_axes)`` pairs, where ``mesh_axes`` is a mesh-axis name, a tuple of
+them, or ``None`` (replicated). A logical name absent from the rules is replicated. A mesh axis is used at most once
+per array: a later dimension that maps to an axis already taken is replicated instead (as in t5x/maxtext).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
+
+import jax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
+
+# Pure data parallelism: the batch is split over every mesh axis, parameters are replicated.
+DATA_PARALLEL_RULES: Rules = (("batch", ("data", "fsdp")),)
+
+# FSDP (ZeRO-3 style): the batch is split over (data, fsdp) and each parameter's largest axis over fsdp. Optimizer
+# state follows the parameters. Tensor parallelism splits heads / mlp / output channels over `tensor`.
+FSDP_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("conv_out", "fsdp"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+)
+
+RULE_PRESETS: dict[str, Rules] = {"data_parallel": DATA_PARALLEL_RULES, "fsdp": FSDP_RULES}
+
+_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("vdm_jax_mesh", default=None)
+_RULES: contextvars.ContextVar[Rules] = contextvars.ContextVar("vdm_jax_rules", default=())
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh, rules: Rules) -> Iterator[None]:
+    """Makes ``mesh`` and ``rules`` current, so that :func:`constrain` annotates activations while tracing."""
+    mesh_token, rules_token = _MESH.set(mesh), _RULES.set(tuple(rules))
+    try:
+        yield
+    finally:
+        _MESH.reset(mesh_token)
+        _RULES.reset(rules_token)
+
+
+def current_mesh() -> Mesh | None:
+    return _MESH.get()
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], rules: Rules, mesh: Mesh | None = None) -> PartitionSpec:
+    """Maps logical axis names to a ``PartitionSpec`` of mesh axes.
+
+    Mesh axes of size 1 are dropped (they shard nothing), and a mesh axis already used by an earlier dimension is not
+    used again.
+    """
+    table = dict(rules)
+    used: set[str] = set()
+    spec = []
+    for name in logical_axes:
+        target = table.get(name) if name is not None else None
+        axes = (target,) if isinstance(target, str) else tuple(target or ())
+        axes = tuple(a for a in axes if a not in used and (mesh is None or mesh.shape[a] > 1))
+        used.update(axes)
+        spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
+    while spec and spec[-1] is None:
+        spec.pop()
+    return PartitionSpec(*spec)
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+    """``with_sharding_constraint`` by logical names under the current mesh; the identity without one."""
+    mesh = _MESH.get()
+    if mesh is None or mesh.size == 1:
+        return x
+    if len(logical_axes) != x.ndim:
+        raise ValueError(
+            f"constrain: {len(logical_axes)} logical axes {tuple(logical_axes)} for an array of rank {x.ndim}"
+        )
+    spec = logical_to_spec(logical_axes, _RULES.get(), mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules):
+    """NamedShardings for every variable of an NNX state, from the logical names its initialisers carry.
+
+    Variables created with ``nnx.with_partitioning(init, names)`` are sharded by ``rules``; the rest are replicated.
+    Each dimension is only sharded when the mesh axes divide it evenly, so a small bias never blocks a run.
+    """
+    specs = nnx.get_partition_spec(state)
+
+    def to_sharding(spec, value):
+        logical = tuple(spec) if isinstance(spec, PartitionSpec) else ()
+        shape = getattr(value, "shape", ())
+        logical = logical + (None,) * (len(shape) - len(logical))
+        mesh_spec = list(logical_to_spec(logical, rules, mesh))
+        mesh_spec += [None] * (len(shape) - len(mesh_spec))
+        for i, axes in enumerate(mesh_spec):
+            if axes is None:
+                continue
+            size = 1
+            for a in (axes,) if isinstance(axes, str) else axes:
+                size *= mesh.shape[a]
+            if shape[i] % size:
+                mesh_spec[i] = None
+        return NamedSharding(mesh, PartitionSpec(*mesh_spec))
+
+    return jax.tree.map(to_sharding, specs, state, is_leaf=lambda x: isinstance(x, PartitionSpec))
