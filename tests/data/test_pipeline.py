@@ -1,0 +1,118 @@
+"""The tf.data -> jax.Array pipeline on one process: contents, determinism, epochs, resumption, joint training."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from tests.data.conftest import find_clip, to_uint8
+from vdm_jax.data import DataConfig, check_channels, load_examples, make_iterator, num_channels
+from vdm_jax.models.text import tokenize
+from vdm_jax.parallel import make_mesh
+
+
+def batches(it, n):
+    return [jax.tree.map(np.asarray, next(it)) for _ in range(n)]
+
+
+def iterator(cfg, seed=0, batch=16, **kw):
+    return make_iterator(cfg, split="train", global_batch_size=batch, mesh=make_mesh((1, 1, 1)), seed=seed, **kw)
+
+
+def test_config_from_default_config_and_bad_values():
+    from configs.default import get_config
+
+    data = get_config().data
+    assert DataConfig(**data) == DataConfig()
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        DataConfig(**data, frames=3)
+    for bad in ({"num_frames": 0}, {"name": "kinetics"}, {"num_image_frames": -1}, {"random_flip": 1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DataConfig(**bad)
+    with pytest.raises(ValueError, match="video_dir"):
+        DataConfig(name="video_folder")
+    assert num_channels(DataConfig(name="moving_mnist")) == 1
+    with pytest.raises(ValueError, match="--config.model.channels=1"):
+        check_channels(DataConfig(name="moving_mnist"), 3)
+
+
+def test_batch_contents_and_one_epoch_is_a_permutation(tiny_shapes, tiny_shapes_videos):
+    it = iterator(tiny_shapes)
+    epoch = batches(it, 4)  # 64 train clips / 16 = one epoch
+    b = epoch[0]
+    assert b["video"].shape == (16, 8, 32, 32, 3) and b["video"].dtype == np.float32
+    assert b["video"].min() >= -1 and b["video"].max() <= 1
+    assert b["segment_ids"].shape == (16, 8) and not b["segment_ids"].any()
+    assert b["label"].dtype == np.int32 and b["text_tokens"].shape == (16, 64)
+    seen = []
+    for b in epoch:
+        for i in range(16):
+            n, start, flipped = find_clip(to_uint8(b["video"][i]), tiny_shapes_videos["video"])
+            assert not flipped and 0 <= start <= 8
+            assert b["label"][i] == tiny_shapes_videos["label"][n]
+            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([tiny_shapes_videos["caption"][n]], 64)[0])
+            seen.append(n)
+    assert sorted(seen) == list(range(64))
+    assert it.get_state()["epoch"] == 0 and it.get_state()["batch"] == 4
+
+
+def test_deterministic_for_a_seed_and_different_across_seeds(tiny_shapes):
+    a, b, c = batches(iterator(tiny_shapes), 2), batches(iterator(tiny_shapes), 2), batches(iterator(tiny_shapes, 1), 2)
+    for x, y in zip(a, b, strict=True):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert not np.array_equal(a[0]["video"], c[0]["video"])
+    # A new epoch is a new order.
+    it = iterator(tiny_shapes)
+    e0, e1 = batches(it, 4), batches(it, 4)
+    assert not np.array_equal(e0[0]["video"], e1[0]["video"])
+
+
+@pytest.mark.parametrize("stop", [3, 5])  # mid-epoch, and in the second epoch
+def test_restored_iterator_gives_identical_batches(tiny_shapes, stop):
+    cfg = dataclasses.replace(tiny_shapes, num_image_frames=2, random_flip=True)
+    it = iterator(cfg)
+    batches(it, stop)
+    state = json.loads(json.dumps(it.get_state()))  # what the checkpoint stores
+    expected = batches(it, 3)
+    resumed = iterator(cfg)
+    resumed.set_state(state)
+    for x, y in zip(expected, batches(resumed, 3), strict=True):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    with pytest.raises(ValueError, match="global_batch_size"):
+        iterator(cfg, batch=8).set_state(state)
+
+
+def test_flips_and_appended_independent_images(tiny_shapes, tiny_shapes_videos):
+    cfg = dataclasses.replace(tiny_shapes, num_image_frames=3, random_flip=True)
+    b = batches(iterator(cfg), 1)[0]
+    assert b["video"].shape == (16, 11, 32, 32, 3)
+    np.testing.assert_array_equal(b["segment_ids"][0], [0] * 8 + [1, 2, 3])
+    all_frames = tiny_shapes_videos["video"].reshape(-1, 32, 32, 3)
+    flips = []
+    for i in range(16):
+        video = to_uint8(b["video"][i])
+        flips.append(find_clip(video[:8], tiny_shapes_videos["video"])[2])
+        for image in video[8:]:
+            plain = np.all(all_frames == image, axis=(1, 2, 3)).any()
+            mirrored = np.all(all_frames[:, :, ::-1] == image, axis=(1, 2, 3)).any()
+            assert plain or mirrored  # a frame of some dataset video
+    assert 0 < sum(flips) < 16  # flips happen, not always
+
+
+def test_eval_order_and_load_examples_agree(tiny_shapes):
+    it = make_iterator(tiny_shapes, split="test", global_batch_size=8, mesh=make_mesh((1, 1, 1)), seed=0)
+    got = batches(it, 2)
+    with pytest.raises(StopIteration):
+        next(it)
+    ref = load_examples(tiny_shapes, "test")
+    np.testing.assert_array_equal(np.concatenate([to_uint8(b["video"]) for b in got]), ref["video"])
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in got]), ref["label"])
+
+
+def test_text_max_length_zero_drops_tokens(tiny_shapes):
+    b = batches(iterator(tiny_shapes, text_max_length=0), 1)[0]
+    assert "text_tokens" not in b and set(b) == {"video", "segment_ids", "label"}

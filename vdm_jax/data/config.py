@@ -1,0 +1,60 @@
+"""`DataConfig`: the typed form of `config.data` (configs/default.py documents every key)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+DATASETS = ("moving_shapes", "video_folder", "ucf101", "bair_robot_pushing_small", "moving_mnist")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Which videos to read and how to cut them. Fields are exactly the keys of `config.data`."""
+
+    name: str = "moving_shapes"
+    data_dir: str = ""
+    num_frames: int = 16
+    frame_stride: int = 1
+    resolution: int = 32
+    num_image_frames: int = 0
+    random_flip: bool = False
+    shuffle_buffer: int = 512
+    video_dir: str = ""
+    captions_file: str = ""
+    text_max_length: int = 64
+    moving_shapes_train_size: int = 4096
+    moving_shapes_test_size: int = 512
+
+    def __post_init__(self):
+        if self.name not in DATASETS:
+            raise ValueError(f"data.name={self.name!r} is not a known dataset; choose one of {DATASETS}")
+        for key in (
+            "num_frames",
+            "frame_stride",
+            "resolution",
+            "shuffle_buffer",
+            "text_max_length",
+            "moving_shapes_train_size",
+            "moving_shapes_test_size",
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{key}={value!r} must be a positive integer")
+        if isinstance(self.num_image_frames, bool) or not isinstance(self.num_image_frames, int):
+            raise ValueError(f"data.num_image_frames={self.num_image_frames!r} must be an integer >= 0")
+        if self.num_image_frames < 0:
+            raise ValueError(f"data.num_image_frames={self.num_image_frames} must be >= 0 (0 = video only)")
+        if not isinstance(self.random_flip, bool):
+            raise ValueError(f"data.random_flip={self.random_flip!r} must be True or False")
+        if self.name == "video_folder" and not self.video_dir:
+            raise ValueError(
+                "data.name='video_folder' needs data.video_dir: set --config.data.video_dir=/path/to/videos"
+            )
+        if self.name != "video_folder" and (self.video_dir or self.captions_file):
+            raise ValueError(
+                f"data.video_dir / data.captions_file only apply to data.name='video_folder' (got name={self.name!r}); "
+                "clear them or switch the dataset"
+            )
+        for key in ("data_dir", "video_dir", "captions_file"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"data.{key}={getattr(self, key)!r} must be a string path ('' = unset)")

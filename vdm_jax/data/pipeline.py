@@ -1,0 +1,328 @@
+"""The input pipeline: TFDS records -> tf.data (one pipeline per JAX process) -> global `jax.Array` batches.
+
+Per process p of P: read a disjoint 1/P of the split (`tfds.even_splits`, equal sizes), shuffle the files and a buffer
+of examples, then for each example pick a clip (random start, frame stride), decode only its frames, resize, flip,
+normalise to [-1, 1] and append independent image frames (joint video-image training, VDM §3.1, Ho et al. 2022);
+batch, prefetch, and assemble the global batch with `jax.make_array_from_process_local_data`, sharded over the mesh
+axes ("data", "fsdp").
+
+Determinism and resumption. Epoch e of process p is a pure function of (seed, e, p): its file order, its shuffle
+buffer and every per-example random draw (stateless ops keyed by the example's position in the epoch) derive from
+them. The iterator's state is therefore just (epoch, batches taken in that epoch), a small JSON dict. Restoring
+rebuilds epoch e and skips the consumed examples *before* decoding (reading records is cheap; decoding is not), so a
+resumed run sees exactly the batches an uninterrupted run would. We chose this over checkpointing the tf.data iterator
+(`tf.train.Checkpoint`): that serialises whole shuffle and prefetch buffers (hundreds of MB of frames for UCF-101),
+while this state is a few bytes and does not depend on TensorFlow internals. Each epoch drops its last partial batch,
+so every process takes the same number of batches per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vdm_jax.data.catalog import DatasetSpec, dataset_spec, hide_accelerators_from_tf
+from vdm_jax.data.config import DataConfig
+
+BATCH_AXES = ("data", "fsdp")
+STATE_VERSION = 1
+
+
+def _stream_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (numpy's SeedSequence mixes them; neighbouring inputs give unrelated seeds)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _op_seed(base: int, index: tf.Tensor, salt: int) -> tf.Tensor:
+    """Stateless-op seed [2] for element `index` of a stream and one random decision (`salt`)."""
+    return tf.stack([tf.constant(base, tf.int64) * 8 + salt, tf.cast(index, tf.int64)])
+
+
+def decode_frames(encoded: tf.Tensor, channels: int) -> tf.Tensor:
+    """Encoded PNG/JPEG frames tf.string [N] -> uint8 [N, H, W, C]."""
+    return tf.map_fn(
+        lambda s: tf.io.decode_image(s, channels=channels, expand_animations=False),
+        encoded,
+        fn_output_signature=tf.TensorSpec([None, None, channels], tf.uint8),
+    )
+
+
+def resize_frames(frames: tf.Tensor, resolution: int) -> tf.Tensor:
+    """uint8 [N, H, W, C] -> float32 [N, R, R, C] in [0, 255]: centre square crop, antialiased bilinear resize."""
+    shape = tf.shape(frames)
+    h, w = shape[1], shape[2]
+    s = tf.minimum(h, w)
+    frames = frames[:, (h - s) // 2 : (h - s) // 2 + s, (w - s) // 2 : (w - s) // 2 + s]
+    frames = tf.cast(frames, tf.float32)
+    return tf.cond(
+        tf.logical_and(tf.equal(s, resolution), tf.equal(h, w)),
+        lambda: tf.ensure_shape(frames, [None, resolution, resolution, None]),
+        lambda: tf.image.resize(frames, [resolution, resolution], method="bilinear", antialias=True),
+    )
+
+
+def clip_indices(length: tf.Tensor, num_frames: int, stride: int, start: tf.Tensor) -> tf.Tensor:
+    """Frame indices start + j * stride, j < num_frames; a video too short repeats its last frame."""
+    return tf.minimum(start + tf.range(num_frames) * stride, length - 1)
+
+
+class DataIterator:
+    """Yields dicts of global `jax.Array`s; see `make_iterator`. Has `get_state()` / `set_state(state)`."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        spec: DatasetSpec,
+        *,
+        split: str,
+        global_batch_size: int,
+        mesh: Mesh,
+        seed: int,
+        text_max_length: int,
+        training: bool,
+        tokenizer: Callable[[list[str], int], np.ndarray] | None,
+    ):
+        self.cfg, self.spec, self.split, self.seed, self.training = cfg, spec, split, int(seed), training
+        self.global_batch_size = global_batch_size
+        self.process_count, self.process_index = jax.process_count(), jax.process_index()
+        self.local_batch_size = global_batch_size // self.process_count
+        self.sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+        self.text_max_length = text_max_length
+        self.tokenizer = tokenizer
+        tfds_split = spec.tfds_split(split)
+        self.process_split = tfds.even_splits(tfds_split, n=self.process_count, drop_remainder=True)[self.process_index]
+        self.examples_per_epoch = spec.builder.info.splits[self.process_split].num_examples
+        self.batches_per_epoch = self.examples_per_epoch // self.local_batch_size
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{spec.builder.info.full_name} split {tfds_split!r} gives {self.examples_per_epoch} examples per "
+                f"process, fewer than one local batch of {self.local_batch_size} (global batch {global_batch_size} "
+                f"over {self.process_count} processes); lower train.batch_size or use a larger split"
+            )
+        self.epoch, self.batch_in_epoch = 0, 0
+        self._tf_iterator = None
+
+    # ------------------------------------------------------------------ state
+    def get_state(self) -> dict[str, Any]:
+        """JSON-able position: the next batch is batch `batch` of epoch `epoch` (plus what it depends on)."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self.epoch,
+            "batch": self.batch_in_epoch,
+            "seed": self.seed,
+            "dataset": self.spec.builder.info.full_name,
+            "split": self.split,
+            "global_batch_size": self.global_batch_size,
+            "process_count": self.process_count,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continues from `state` (from `get_state`, possibly of another run with the same config and seed)."""
+        expect = {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "dataset": self.spec.builder.info.full_name,
+            "split": self.split,
+            "global_batch_size": self.global_batch_size,
+            "process_count": self.process_count,
+        }
+        diff = {k: (state.get(k), v) for k, v in expect.items() if state.get(k) != v}
+        if diff:
+            raise ValueError(
+                "data iterator state does not belong to this pipeline (saved, now): "
+                + ", ".join(f"{k}={a!r}, {b!r}" for k, (a, b) in diff.items())
+                + "; the batch order depends on these, so resume with the same data config, seed, batch size and "
+                "number of processes (or start the data order afresh by not restoring the iterator)"
+            )
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        if not 0 <= batch <= self.batches_per_epoch:
+            raise ValueError(f"data iterator state batch={batch} outside 0..{self.batches_per_epoch}")
+        self.epoch, self.batch_in_epoch = epoch, batch
+        self._tf_iterator = None
+
+    # ------------------------------------------------------------------ tf.data
+    def _records(self, epoch: int, stream: int) -> tf.data.Dataset:
+        """The process's records for one epoch, frames still encoded, in this (epoch, stream)'s shuffled order."""
+        seed = _stream_seed(self.seed, epoch, self.process_index, stream)
+        options = tf.data.Options()
+        options.deterministic = True
+        read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, add_tfds_id=False)
+        keys = [k for k in (self.spec.frames_key, self.spec.label_key, self.spec.caption_key) if k]
+        ds = self.spec.builder.as_dataset(
+            split=self.process_split,
+            shuffle_files=self.training,
+            read_config=read_config,
+            decoders={self.spec.frames_key: tfds.decode.SkipDecoding()},
+        )
+        ds = ds.map(lambda ex: {k: ex[k] for k in keys})
+        if self.training:
+            ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+        return ds
+
+    def _epoch_dataset(self, epoch: int, skip_examples: int) -> tf.data.Dataset:
+        cfg = self.cfg
+        frame_seed = _stream_seed(self.seed, epoch, self.process_index, 2)
+        image_seed = _stream_seed(self.seed, epoch, self.process_index, 3)
+        ds = self._records(epoch, stream=0).enumerate()
+        if cfg.num_image_frames:
+            # Independent images: frames of other videos, from a second, differently shuffled pass over the data.
+            images = self._records(epoch, stream=1).repeat().enumerate()
+            images = images.map(lambda i, ex: self._pick_image(i, ex, image_seed))
+            ds = tf.data.Dataset.zip(ds, images.batch(cfg.num_image_frames))
+        else:
+            ds = ds.map(lambda i, ex: ((i, ex), tf.zeros([0], tf.string)))
+        ds = ds.skip(skip_examples)  # before decoding: resuming reads records but decodes nothing it skips
+        ds = ds.map(
+            lambda x, img: self._process(x[0], x[1], img, frame_seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+        ds = ds.batch(self.local_batch_size, drop_remainder=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _pick_image(self, index: tf.Tensor, example: dict, seed: int) -> tf.Tensor:
+        frames = example[self.spec.frames_key]
+        t = tf.random.stateless_uniform([], _op_seed(seed, index, 0), 0, tf.shape(frames)[0], tf.int32)
+        return frames[t]
+
+    def _process(self, index: tf.Tensor, example: dict, image_strings: tf.Tensor, seed: int) -> dict:
+        cfg, spec = self.cfg, self.spec
+        encoded = example[spec.frames_key]
+        length = tf.shape(encoded)[0]
+        span = (cfg.num_frames - 1) * cfg.frame_stride + 1
+        if self.training:
+            start = tf.random.stateless_uniform(
+                [], _op_seed(seed, index, 0), 0, tf.maximum(length - span, 0) + 1, tf.int32
+            )
+        else:
+            start = tf.constant(0, tf.int32)
+        idx = clip_indices(length, cfg.num_frames, cfg.frame_stride, start)
+        video = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
+        video = self._maybe_flip(video, _op_seed(seed, index, 1))
+        parts = [video]
+        if cfg.num_image_frames:
+            images = resize_frames(decode_frames(image_strings, spec.channels), cfg.resolution)
+            flips = [
+                self._maybe_flip(images[k : k + 1], _op_seed(seed, index, 2 + k)) for k in range(cfg.num_image_frames)
+            ]
+            parts.extend(flips)
+        out = {
+            "video": tf.ensure_shape(
+                tf.concat(parts, 0) / 127.5 - 1.0,
+                [cfg.num_frames + cfg.num_image_frames, cfg.resolution, cfg.resolution, spec.channels],
+            ),
+            "segment_ids": tf.concat(
+                [tf.zeros([cfg.num_frames], tf.int32), tf.range(1, cfg.num_image_frames + 1, dtype=tf.int32)], 0
+            ),
+        }
+        if spec.label_key:
+            out["label"] = tf.cast(example[spec.label_key], tf.int32)
+        if spec.caption_key:
+            out["caption"] = example[spec.caption_key]
+        return out
+
+    def _maybe_flip(self, frames: tf.Tensor, op_seed: tf.Tensor) -> tf.Tensor:
+        """Flips all frames of [N, H, W, C] left-right with probability 1/2 (training with random_flip only)."""
+        if not (self.training and self.cfg.random_flip):
+            return frames
+        coin = tf.random.stateless_uniform([], op_seed) < 0.5
+        return tf.cond(coin, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+
+    # ------------------------------------------------------------------ iteration
+    def _next_local(self) -> dict[str, np.ndarray]:
+        while True:
+            if self.batch_in_epoch >= self.batches_per_epoch:
+                if not self.training:
+                    raise StopIteration
+                self.epoch, self.batch_in_epoch, self._tf_iterator = self.epoch + 1, 0, None
+            if self._tf_iterator is None:
+                ds = self._epoch_dataset(self.epoch, self.batch_in_epoch * self.local_batch_size)
+                self._tf_iterator = iter(tfds.as_numpy(ds))
+            try:
+                batch = next(self._tf_iterator)
+            except StopIteration:
+                self.batch_in_epoch = self.batches_per_epoch  # defensive: the epoch ran out early
+                continue
+            self.batch_in_epoch += 1
+            return batch
+
+    def next_local(self) -> dict[str, np.ndarray]:
+        """One process-local batch as numpy (captions tokenised), advancing the state like `__next__`."""
+        batch = self._next_local()
+        if "caption" in batch:
+            captions = [c.decode("utf-8") for c in batch.pop("caption")]
+            if self.text_max_length > 0:
+                batch["text_tokens"] = np.asarray(self.tokenizer(captions, self.text_max_length), np.int32)
+        return batch
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, jax.Array]:
+        batch = self.next_local()
+        return {
+            k: jax.make_array_from_process_local_data(self.sharding, v, (self.global_batch_size, *v.shape[1:]))
+            for k, v in batch.items()
+        }
+
+
+def _default_tokenizer():
+    from vdm_jax.models.text import tokenize
+
+    return tokenize
+
+
+def make_iterator(
+    cfg: DataConfig,
+    *,
+    split: str,
+    global_batch_size: int,
+    mesh: Mesh,
+    seed: int,
+    text_max_length: int | None = None,
+    training: bool | None = None,
+    tokenizer: Callable[[list[str], int], np.ndarray] | None = None,
+) -> DataIterator:
+    """Global batches of `cfg`'s dataset (prepared first with `prepare(cfg)`).
+
+    Yields dicts of global jax.Arrays, batch dim sharded by NamedSharding(mesh, P(("data", "fsdp"))):
+      video:       float32 [B, T + num_image_frames, H, W, C] in [-1, 1]
+      segment_ids: int32 [B, T + num_image_frames]   0 for the clip's frames, 1..K for the appended images
+      label:       int32 [B]                          datasets with labels only
+      text_tokens: int32 [B, text_max_length]         datasets with captions, unless text_max_length=0
+    Each process reads global_batch_size / process_count examples per batch. training (default: split == 'train')
+    shuffles, picks random clip starts, flips (random_flip) and repeats forever; otherwise one ordered pass, clips from
+    frame 0. `tokenizer(texts, max_length) -> int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`.
+    """
+    hide_accelerators_from_tf()
+    if global_batch_size < 1 or global_batch_size % jax.process_count():
+        raise ValueError(
+            f"global batch size {global_batch_size} must be a positive multiple of the {jax.process_count()} processes"
+        )
+    data_size = int(np.prod([mesh.shape[a] for a in BATCH_AXES if a in mesh.shape]))
+    if global_batch_size % data_size:
+        raise ValueError(
+            f"global batch size {global_batch_size} is not divisible by the mesh's data x fsdp size {data_size}; "
+            "set train.batch_size to a multiple of it"
+        )
+    spec = dataset_spec(cfg)
+    text_max_length = cfg.text_max_length if text_max_length is None else int(text_max_length)
+    if spec.caption_key and text_max_length > 0 and tokenizer is None:
+        tokenizer = _default_tokenizer()
+    return DataIterator(
+        cfg,
+        spec,
+        split=split,
+        global_batch_size=global_batch_size,
+        mesh=mesh,
+        seed=seed,
+        text_max_length=text_max_length,
+        training=(split == "train") if training is None else training,
+        tokenizer=tokenizer,
+    )
