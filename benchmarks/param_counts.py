@@ -1,0 +1,86 @@
+"""Parameter counts of the video U-Net for the default config and the VDM UCF-101 paper size, as JSON.
+
+  python benchmarks/param_counts.py            # counts only (abstract init: no memory, a few seconds)
+  python benchmarks/param_counts.py --flops    # plus forward GFLOPs per video (XLA cost analysis; compiles)
+
+UCF-101 paper size (Ho et al. 2022, App. A): base channels 256, multipliers (1, 2, 4, 8), 2 res blocks, attention at
+8/16/32 of 64x64 frames, head dim 64, conditioning embedding 1024, dropout 0.1 (unconditional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from configs.default import get_config  # noqa: E402
+from vdm_jax.models import ModelConfig, UNet3D  # noqa: E402
+
+UCF101_PAPER = dict(
+    base_channels=256,
+    channel_mults=(1, 2, 4, 8),
+    num_res_blocks=2,
+    attn_resolutions=(8, 16, 32),
+    head_dim=64,
+    emb_dim=1024,
+    dropout=0.1,
+)
+
+
+def configs() -> dict[str, tuple[ModelConfig, int, int]]:
+    """name -> (model config, resolution, num_frames)."""
+    config = get_config()
+    default = ModelConfig(**config.model)
+    paper = ModelConfig(**{**config.model.to_dict(), **UCF101_PAPER})
+    return {
+        "default": (default, config.data.resolution, config.data.num_frames),
+        "ucf101_paper": (paper, 64, 16),
+    }
+
+
+def count(cfg: ModelConfig, resolution: int) -> dict[str, int]:
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=nnx.Rngs(0)))
+    flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
+    total, temporal, conditioning = 0, 0, 0
+    for path, var in flat:
+        n = math.prod(var.shape)
+        total += n
+        temporal += n if "temporal" in path else 0
+        conditioning += n if "cond_embed" in path else 0
+    return {"total": total, "temporal_attention": temporal, "conditioning": conditioning}
+
+
+def forward_gflops(cfg: ModelConfig, resolution: int, num_frames: int) -> float:
+    """XLA's FLOP count of one forward pass on one video (batch 1), in GFLOPs."""
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    z = jax.ShapeDtypeStruct((1, num_frames, resolution, resolution, cfg.channels), jnp.float32)
+    logsnr = jax.ShapeDtypeStruct((1,), jnp.float32)
+    fn = jax.jit(lambda s, x, snr: nnx.merge(graphdef, s)(x, snr))
+    return fn.lower(state, z, logsnr).compile().cost_analysis()["flops"] / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flops", action="store_true", help="also compile and report forward GFLOPs per video")
+    args = parser.parse_args()
+    report = {}
+    for name, (cfg, resolution, frames) in configs().items():
+        entry = {"resolution": resolution, "num_frames": frames, "params": count(cfg, resolution)}
+        entry["params_millions"] = round(entry["params"]["total"] / 1e6, 2)
+        if args.flops:
+            entry["forward_gflops_per_video"] = round(forward_gflops(cfg, resolution, frames), 2)
+        report[name] = entry
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Flax NNX modules of the video U-Net (VDM §3, Ho et al. 2022); no noise maths here.
+
+Build: ``UNet3D(ModelConfig(**config.model), resolution=config.data.resolution, rngs=nnx.Rngs(seed))``.
+"""
+
+from vdm_jax.models.conditioning import check_conditioning, drop_conditioning, null_conditioning
+from vdm_jax.models.config import ModelConfig
+from vdm_jax.models.text import VOCAB_SIZE, detokenize, tokenize
+from vdm_jax.models.transfer import TransferReport, load_matching_params
+from vdm_jax.models.unet import UNet3D
+
+__all__ = [
+    "VOCAB_SIZE",
+    "ModelConfig",
+    "TransferReport",
+    "UNet3D",
+    "check_conditioning",
+    "detokenize",
+    "drop_conditioning",
+    "load_matching_params",
+    "null_conditioning",
+    "tokenize",
+]

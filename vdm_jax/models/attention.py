@@ -1,0 +1,150 @@
+"""Factorised space-time attention of the video U-Net (VDM §3, Ho et al. 2022).
+
+Spatial attention mixes the H*W positions of each frame; temporal attention mixes the T frames at each position, with
+a learned bias per head over (bucketed) frame offsets, so it runs on frame counts not seen in training. Segment ids
+keep appended image frames (joint image-video training, VDM §3.1) out of each other's and the video's temporal
+attention. Cross-attention attends from every position to text tokens. All attention is computed by
+``jax.nn.dot_product_attention``, so the fused cuDNN kernel can be chosen on GPUs.
+
+Projections are einsums whose output layout is what the attention needs, so the transposes fold into the matmuls.
+Parameter shapes and logical names: ``qkv [3, C, heads, head_dim]`` (None, embed, heads, kv) and
+``out [heads, head_dim, C]`` (heads, kv, embed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vdm_jax.models.layers import group_norm, norm_frames, zeros_init
+
+NUM_REL_BUCKETS = 32
+MAX_REL_DISTANCE = 128
+
+
+def relative_position_buckets(
+    num_frames: int, num_buckets: int = NUM_REL_BUCKETS, max_distance: int = MAX_REL_DISTANCE
+) -> np.ndarray:
+    """Bucket index of every frame offset ``j - i``: ``int32 [T, T]`` (numpy, static).
+
+    Half the buckets hold negative offsets, half non-negative. Within a half, offsets below ``num_buckets // 4`` get a
+    bucket each; larger ones share logarithmically spaced buckets up to ``max_distance``, beyond which they clip
+    (the scheme of T5, Raffel et al. 2020, App. B). Any T therefore maps into the same learned table.
+    """
+    half = num_buckets // 2
+    exact = half // 2
+    rel = np.arange(num_frames)[None, :] - np.arange(num_frames)[:, None]
+    sign_offset = np.where(rel < 0, half, 0)
+    dist = np.abs(rel)
+    log_ratio = np.log(np.maximum(dist, 1) / exact) / math.log(max_distance / exact)
+    large = exact + (log_ratio * (half - exact)).astype(np.int64)
+    large = np.minimum(large, half - 1)
+    return (sign_offset + np.where(dist < exact, dist, large)).astype(np.int32)
+
+
+def _qkv_param(channels: int, heads: int, head_dim: int, rngs: nnx.Rngs) -> nnx.Param:
+    init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=(2, 3), batch_axis=0)
+    value = init(rngs.params(), (3, channels, heads, head_dim))
+    return nnx.Param(value, out_sharding=(None, "embed", "heads", "kv"))
+
+
+def _out_params(heads: int, head_dim: int, channels: int, zero: bool, rngs: nnx.Rngs) -> tuple[nnx.Param, nnx.Param]:
+    fan_in = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+    init = zeros_init if zero else fan_in
+    kernel = nnx.Param(init(rngs.params(), (heads, head_dim, channels)), out_sharding=("heads", "kv", "embed"))
+    bias = nnx.Param(jnp.zeros((channels,)), out_sharding=("embed",))
+    return kernel, bias
+
+
+def attend(q, k, v, *, bias=None, mask=None, impl: str = "xla") -> jax.Array:
+    """Multi-head attention ``softmax(q k^T / sqrt(d) + bias) v`` over ``[N, L, heads, d]`` arrays."""
+    if bias is not None:
+        bias = bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=impl)
+
+
+class SpatialAttention(nnx.Module):
+    """Self-attention among the H*W positions of each frame: ``[B, T, H, W, C] -> same``, residual."""
+
+    def __init__(self, channels: int, head_dim: int, *, dtype, impl: str, rngs: nnx.Rngs):
+        self.heads, self.dtype, self.impl = channels // head_dim, dtype, impl
+        self.norm = group_norm(channels, rngs=rngs)
+        self.qkv = _qkv_param(channels, self.heads, head_dim, rngs)
+        self.out_kernel, self.out_bias = _out_params(self.heads, head_dim, channels, False, rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        xn = norm_frames(self.norm, x, self.dtype).reshape((b * t, h * w, c))
+        q, k, v = jnp.einsum("nlc,schd->snlhd", xn, self.qkv[...].astype(self.dtype))
+        o = attend(q, k, v, impl=self.impl)
+        o = jnp.einsum("nlhd,hdc->nlc", o, self.out_kernel[...].astype(self.dtype))
+        return x + (o + self.out_bias[...].astype(self.dtype)).reshape(x.shape).astype(x.dtype)
+
+
+class TemporalAttention(nnx.Module):
+    """Self-attention among the T frames at each spatial position, with relative position bias: ``[B, T, H, W, C]``.
+
+    With ``identity_init`` the output projection starts at zero, so the block is the identity until trained
+    (image -> video initialisation). Frames attend only to frames of the same segment.
+    """
+
+    def __init__(self, channels: int, head_dim: int, *, identity_init: bool, dtype, impl: str, rngs: nnx.Rngs):
+        self.heads, self.dtype, self.impl = channels // head_dim, dtype, impl
+        self.norm = group_norm(channels, rngs=rngs)
+        self.qkv = _qkv_param(channels, self.heads, head_dim, rngs)
+        self.out_kernel, self.out_bias = _out_params(self.heads, head_dim, channels, identity_init, rngs)
+        table = nnx.initializers.normal(0.02)(rngs.params(), (NUM_REL_BUCKETS, self.heads))
+        self.rel_bias = nnx.Param(table, out_sharding=("rel_pos", "heads"))
+
+    def position_bias(self, num_frames: int) -> jax.Array:
+        """``[1, heads, T, T]``: the learned bias of each frame offset."""
+        buckets = jnp.asarray(relative_position_buckets(num_frames))
+        return jnp.transpose(self.rel_bias[...][buckets], (2, 0, 1))[None]
+
+    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
+        """``x: [B, T, H, W, C]``, ``segment_ids: int [B, T]`` or None (all frames one video)."""
+        b, t, h, w, c = x.shape
+        xn = norm_frames(self.norm, x, self.dtype).reshape(x.shape)
+        # The einsum writes q, k, v directly as [3, B, H, W, T, heads, d]; no separate transpose.
+        qkv = jnp.einsum("btyxc,scnd->sbyxtnd", xn, self.qkv[...].astype(self.dtype))
+        q, k, v = qkv.reshape((3, b * h * w, t, self.heads, -1))
+        mask = None
+        if segment_ids is not None:
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]
+            mask = jnp.broadcast_to(same[:, None, None, :, :], (b, h * w, 1, t, t)).reshape((b * h * w, 1, t, t))
+        o = attend(q, k, v, bias=self.position_bias(t), mask=mask, impl=self.impl)
+        o = o.reshape((b, h, w, t, self.heads, -1))
+        o = jnp.einsum("byxtnd,ndc->btyxc", o, self.out_kernel[...].astype(self.dtype))
+        return x + (o + self.out_bias[...].astype(self.dtype)).astype(x.dtype)
+
+
+class CrossAttention(nnx.Module):
+    """Attention from every position of every frame to a sequence of text tokens (residual).
+
+    ``context: [B, L, D]`` with ``context_mask: bool [B, L]``; the caller guarantees one valid key per example
+    (the learned null token), so no row is fully masked.
+    """
+
+    def __init__(self, channels: int, context_dim: int, head_dim: int, *, dtype, impl: str, rngs: nnx.Rngs):
+        self.heads, self.dtype, self.impl = channels // head_dim, dtype, impl
+        self.norm = group_norm(channels, rngs=rngs)
+        init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0, out_axis=(1, 2))
+        self.q = nnx.Param(init(rngs.params(), (channels, self.heads, head_dim)), out_sharding=("embed", "heads", "kv"))
+        kv_init = nnx.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=1, out_axis=(2, 3), batch_axis=0)
+        self.kv = nnx.Param(
+            kv_init(rngs.params(), (2, context_dim, self.heads, head_dim)), out_sharding=(None, "embed", "heads", "kv")
+        )
+        self.out_kernel, self.out_bias = _out_params(self.heads, head_dim, channels, False, rngs)
+
+    def __call__(self, x: jax.Array, context: jax.Array, context_mask: jax.Array) -> jax.Array:
+        b, t, h, w, c = x.shape
+        xn = norm_frames(self.norm, x, self.dtype).reshape((b, t * h * w, c))
+        q = jnp.einsum("blc,chd->blhd", xn, self.q[...].astype(self.dtype))
+        k, v = jnp.einsum("bld,sdhk->sblhk", context.astype(self.dtype), self.kv[...].astype(self.dtype))
+        o = attend(q, k, v, mask=context_mask[:, None, None, :], impl=self.impl)
+        o = jnp.einsum("blhd,hdc->blc", o, self.out_kernel[...].astype(self.dtype))
+        return x + (o + self.out_bias[...].astype(self.dtype)).reshape(x.shape).astype(x.dtype)
