@@ -1,0 +1,61 @@
+"""Real-statistics cache, EvalConfig, compute_metrics and the flow-warping error."""
+
+import numpy as np
+import pytest
+
+from configs.default import get_config
+from tests.evaluation.corruptions import corrupted, real_videos
+from vdm_jax.evaluation import EvalConfig, RealStatsKey, compute_metrics, real_stats, resolve_cache_dir, warp_error
+from vdm_jax.evaluation.temporal import TEMPORAL_METRICS
+from vdm_jax.evaluation.warp import warp_error_per_video
+
+
+def test_real_stats_are_cached_per_key_and_sample_count(tmp_path):
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((20, 400))
+    key = RealStatsKey("moving_shapes", "test", 32, 16)
+    mu, cov = real_stats(key, tmp_path, lambda: features, num_samples=20)
+    assert (tmp_path / "moving_shapes-test-32px-16f.npz").is_file()
+    np.testing.assert_allclose(mu, features.mean(0))
+
+    def must_not_run():
+        raise AssertionError("cached statistics were recomputed")
+
+    mu2, cov2 = real_stats(key, tmp_path, must_not_run, num_samples=20)
+    np.testing.assert_array_equal(mu2, mu)
+    np.testing.assert_array_equal(cov2, cov)
+    mu3, _ = real_stats(key, tmp_path, lambda: features[:10], num_samples=10)  # another count: recomputed
+    np.testing.assert_allclose(mu3, features[:10].mean(0))
+    with pytest.raises(FileNotFoundError, match="real_videos"):
+        real_stats(RealStatsKey("ucf101", "train", 64, 16), tmp_path)
+    assert resolve_cache_dir("", "/data").as_posix() == "/data/fvd_stats"
+    assert resolve_cache_dir("/x/y", "/data").as_posix() == "/x/y"
+
+
+def test_eval_config_is_the_config_block():
+    cfg = EvalConfig(**get_config().eval)
+    assert cfg.metrics == ("temporal",)
+    assert EvalConfig(metrics="fvd, warp_error").metrics == ("fvd", "warp_error")
+    with pytest.raises(ValueError, match="unknown metric"):
+        EvalConfig(metrics=("fvd", "inception_score"))
+    with pytest.raises(ValueError, match="batch_size"):
+        EvalConfig(batch_size=0)
+    with pytest.raises(TypeError):
+        EvalConfig(**{**get_config().eval, "typo": 1})
+
+
+def test_compute_metrics_temporal_and_warp():
+    videos = real_videos()[0][:4].astype(np.float32) / 127.5 - 1.0
+    out = compute_metrics(videos, EvalConfig(metrics=("temporal", "warp_error")))
+    assert set(out) == {*TEMPORAL_METRICS, "warp_error"}
+    assert all(isinstance(v, float) for v in out.values())
+    with pytest.raises(ValueError, match="real side"):
+        compute_metrics(videos, EvalConfig(metrics=("fvd",)))
+
+
+def test_warp_error_zero_for_static_video_and_rises_under_shuffling():
+    videos = real_videos()[0][:6]
+    static = np.repeat(videos[:, :1], 4, axis=1)
+    np.testing.assert_allclose(warp_error_per_video(static), 0.0, atol=1e-10)
+    real, shuffled = warp_error(videos), warp_error(corrupted("shuffled")[:6])
+    assert shuffled > 5.0 * real, (real, shuffled)
