@@ -27,8 +27,10 @@ setup(
         "pillow>=10",
         "imageio>=2.34,<3",
         "av>=12",  # PyAV: FFmpeg in the wheel, for reading and writing mp4/webm/avi/mov
-        "opencv-python-headless>=4.9",  # optical flow (Farneback) for the warping-error metric
+        "opencv-python-headless>=4.9",  # optical flow (DIS) for the warping-error metric
+        "scipy>=1.11",  # object detection (ndimage) and track matching in the temporal metrics
         "tqdm>=4.66",
+        "importlib-resources>=6",  # TFDS 4.9 builds datasets through it on Python 3.11
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.6"],

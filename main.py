@@ -1,0 +1,119 @@
+"""vdm_jax command line: train, sample from, or evaluate a video diffusion model.
+
+  python main.py --config=configs/default.py --workdir=runs/default                  # train (resumes if possible)
+  python main.py --config=configs/default.py --workdir=runs/default --mode=sample    # videos from the latest checkpoint
+  python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=64   # predict / extend clips
+  python main.py --config=configs/default.py --workdir=runs/default --mode=evaluate  # metrics -> <workdir>/eval/
+
+Any config key can be overridden: --config.train.num_steps=100 --config.model.channel_mults='(1,2,4)'.
+The logic lives in `vdm_jax` so that notebooks can call it; this file only parses flags.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (configs/<name>.py).", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples and evaluations.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "sample", "evaluate"], "What to run.")
+_CHECKPOINT = flags.DEFINE_integer("checkpoint_step", None, "sample/evaluate: the checkpoint step (default: latest).")
+_NUM_SAMPLES = flags.DEFINE_integer("num_samples", 8, "sample: how many videos to write.")
+_COND_VIDEO = flags.DEFINE_string("cond_video", "", "sample: continue the first frames of this video file.")
+_COND_SPLIT = flags.DEFINE_string("cond_split", "", "sample: continue clips of this dataset split (e.g. test).")
+_COND_INDEX = flags.DEFINE_integer("cond_index", 0, "sample: first clip of --cond_split (one clip per sample).")
+_NUM_COND_FRAMES = flags.DEFINE_integer("num_cond_frames", 1, "sample: conditioning frames taken from the clip.")
+_NUM_FRAMES = flags.DEFINE_integer("num_frames", 0, "sample: total frames with conditioning (0: the model's).")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters auto-detect the rest)."
+)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "distributed: host:port of process 0 (if not auto).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "distributed: number of processes (if not auto).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "distributed: this process's index (if not auto).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _initialize_distributed() -> None:
+    import jax
+
+    if _COORDINATOR.value and _COORDINATOR.value.split(":")[0] in ("127.0.0.1", "localhost"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # Several CPU processes on one machine.
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+    )
+
+
+class _QuietLibraries:
+    """Keeps INFO chatter of checkpointing and dataset libraries out of the run's log (warnings still show)."""
+
+    NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/tensorstore/")
+
+    def filter(self, record) -> bool:
+        return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self.NOISY)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    logging.get_absl_handler().addFilter(_QuietLibraries())
+    from vdm_jax import configuration
+    from vdm_jax.errors import UserError
+
+    # The typed boundary: unknown keys and bad values fail here, before anything heavy starts.
+    try:
+        cfg = configuration.from_config_dict(_CONFIG.value)
+    except configuration.ConfigError as e:
+        sys.exit(f"Config error: {e}")
+    if _DISTRIBUTED.value:
+        _initialize_distributed()
+    logging.info("Config:\n%s", _CONFIG.value)
+    try:
+        _run(cfg)
+    except UserError as e:
+        sys.exit(f"Error: {e}")
+
+
+def _run(cfg) -> None:
+    if _MODE.value == "train":
+        from vdm_jax.train import loop
+
+        loop.train_and_evaluate(cfg, _WORKDIR.value)
+    elif _MODE.value == "sample":
+        from vdm_jax.train import sampling
+
+        if _COND_VIDEO.value or _COND_SPLIT.value:
+            sampling.sample_conditional_from_checkpoint(
+                cfg,
+                _WORKDIR.value,
+                num_samples=_NUM_SAMPLES.value,
+                step=_CHECKPOINT.value,
+                cond_video=_COND_VIDEO.value,
+                cond_split=_COND_SPLIT.value,
+                cond_index=_COND_INDEX.value,
+                num_cond_frames=_NUM_COND_FRAMES.value,
+                num_frames=_NUM_FRAMES.value,
+            )
+        else:
+            sampling.sample_from_checkpoint(cfg, _WORKDIR.value, num_samples=_NUM_SAMPLES.value, step=_CHECKPOINT.value)
+    else:
+        from vdm_jax.evaluation import entry
+
+        entry.evaluate_checkpoint(cfg, _WORKDIR.value, step=_CHECKPOINT.value)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, with a config override that names no existing key reported in one line (not a traceback)."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(
+            f"Flag error: {e}. Config overrides given: {bad}; every key must exist in the config file "
+            "(see configs/default.py) and keep its type."
+        )
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

@@ -1,0 +1,84 @@
+"""The command-line contract: main.py flags, config loading and overrides, and the README <-> CI commands."""
+
+import importlib
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from vdm_jax import configuration
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_main(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize("name", ["diffusion", "models", "data", "parallel", "train", "evaluation", "configuration"])
+def test_every_subpackage_imports(name):
+    module = importlib.import_module(f"vdm_jax.{name}")
+    assert module.__doc__, f"vdm_jax.{name} has no module docstring"
+
+
+def test_main_help_lists_the_contract():
+    out = run_main("--help")
+    assert "Traceback" not in out.stderr, out.stderr
+    for flag in ("--config", "--workdir", "--mode", "distributed", "train|sample|evaluate"):
+        assert flag in out.stdout, flag
+
+
+def test_unknown_override_key_is_rejected_clearly(tmp_path):
+    out = run_main("--config=configs/default.py", f"--workdir={tmp_path}", "--config.train.no_such_key=1")
+    assert out.returncode != 0
+    assert "config.train.no_such_key" in out.stderr
+    assert not any(tmp_path.iterdir()), "nothing may be written for a rejected config"
+
+
+def test_wrong_type_override_is_rejected(tmp_path):
+    out = run_main("--config=configs/default.py", f"--workdir={tmp_path}", "--config.train.num_steps=many")
+    assert out.returncode != 0
+    assert "num_steps" in out.stderr
+
+
+load_config_file = configuration.load_config_file
+
+
+def test_default_config_loads_and_overrides_apply():
+    config = load_config_file(str(ROOT / "configs/default.py"), ["train.num_steps=7", "seed=3"])
+    cfg = configuration.from_config_dict(config)
+    assert cfg.train.num_steps == 7 and cfg.seed == 3
+    assert cfg.data.name == "moving_shapes"
+    assert cfg.train.batch_size == config.train.batch_size
+
+
+def test_typed_boundary_names_the_bad_key():
+    config = load_config_file(str(ROOT / "configs/default.py"), [])
+    with config.unlocked():
+        config.model.not_a_model_key = 1
+    with pytest.raises(configuration.ConfigError, match="not_a_model_key"):
+        configuration.from_config_dict(config)
+    config = load_config_file(str(ROOT / "configs/default.py"), ["train.lr_schedule=triangle"])
+    with pytest.raises(configuration.ConfigError, match="lr_schedule"):
+        configuration.from_config_dict(config)
+    with pytest.raises(configuration.ConfigError, match="config.train.nope"):
+        load_config_file(str(ROOT / "configs/default.py"), ["train.nope=1"])
+    with pytest.raises(configuration.ConfigError, match="expected a int"):
+        load_config_file(str(ROOT / "configs/default.py"), ["train.num_steps=many"])
+
+
+def test_every_config_file_loads():
+    for path in sorted(p for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_")):
+        configuration.from_config_dict(load_config_file(str(path), []))
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci/run").read_text()
+    commands = re.findall(r"^(python3 -m venv .*pytest.*)$", readme, flags=re.M)
+    assert len(commands) == 1, "the README must show exactly one test command"
+    assert commands[0] in ci, "the README's test command and .ci/run have drifted apart"

@@ -1,0 +1,168 @@
+"""The typed boundary: an `ml_collections.ConfigDict` becomes frozen dataclasses, once, at start-up.
+
+Each group of `configs/default.py` has the dataclass of the subpackage that uses it; an unknown group or key, a wrong
+type or an impossible combination fails here with one message naming the key, before any data or model is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import ml_collections
+
+from vdm_jax.data import DataConfig
+from vdm_jax.diffusion import DiffusionConfig, SamplerConfig
+from vdm_jax.errors import UserError
+from vdm_jax.evaluation import EvalConfig
+from vdm_jax.models import ModelConfig
+from vdm_jax.train.config import ParallelConfig, TrainConfig
+
+
+class ConfigError(UserError, ValueError):
+    """A config that cannot run; the message names the key and the fix."""
+
+
+_GROUPS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "diffusion": DiffusionConfig,
+    "sampler": SamplerConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "parallel": ParallelConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    seed: int
+    data: DataConfig
+    model: ModelConfig
+    diffusion: DiffusionConfig
+    sampler: SamplerConfig
+    train: TrainConfig
+    eval: EvalConfig
+    parallel: ParallelConfig
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """ConfigDict values -> plain Python (lists become tuples so the dataclasses stay hashable)."""
+    if isinstance(value, ml_collections.ConfigDict | dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+def from_config_dict(config: ml_collections.ConfigDict | dict) -> ExperimentConfig:
+    """Validates and converts a whole experiment config."""
+    raw = _plain(config)
+    expected = set(_GROUPS) | {"seed"}
+    unknown, missing = set(raw) - expected, expected - set(raw)
+    if unknown or missing:
+        raise ConfigError(
+            f"config groups: unknown {sorted(unknown)}, missing {sorted(missing)}; "
+            "start from configs/default.py and override only what differs"
+        )
+    groups = {}
+    for name, cls in _GROUPS.items():
+        fields = {f.name for f in dataclasses.fields(cls)}
+        bad = sorted(set(raw[name]) - fields)
+        if bad:
+            raise ConfigError(f"config.{name}: unknown key(s) {bad}; valid keys are {sorted(fields)}")
+        try:
+            groups[name] = cls(**raw[name])
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"config.{name}: {e}") from e
+    if not isinstance(raw["seed"], int):
+        raise ConfigError(f"config.seed must be an int, got {raw['seed']!r}")
+    exp = ExperimentConfig(seed=raw["seed"], **groups)
+    _check_across_groups(exp)
+    return exp
+
+
+def _check_across_groups(cfg: ExperimentConfig) -> None:
+    """Settings that are only wrong in combination."""
+    from vdm_jax.data import num_channels
+
+    channels = num_channels(cfg.data)
+    if channels != cfg.model.channels:
+        raise ConfigError(
+            f"dataset {cfg.data.name!r} has {channels} channel(s) but config.model.channels={cfg.model.channels}; "
+            f"set --config.model.channels={channels}"
+        )
+    try:
+        cfg.model.validate_input(num_frames=cfg.data.num_frames, resolution=cfg.data.resolution)
+    except ValueError as e:
+        raise ConfigError(
+            f"config.model does not fit the data ({cfg.data.num_frames} frames of "
+            f"{cfg.data.resolution}x{cfg.data.resolution}): {e}"
+        ) from e
+    if cfg.train.batch_size % cfg.train.grad_accum_steps:
+        raise ConfigError(
+            f"config.train.batch_size={cfg.train.batch_size} is not divisible by "
+            f"config.train.grad_accum_steps={cfg.train.grad_accum_steps}"
+        )
+    if cfg.sampler.guidance_weight and not (cfg.model.num_classes or cfg.model.text_conditioning != "none"):
+        raise ConfigError(
+            "config.sampler.guidance_weight > 0 needs a conditional model "
+            "(config.model.num_classes > 0 or config.model.text_conditioning != 'none')"
+        )
+
+
+def from_json(text: str) -> ExperimentConfig:
+    """The config a run saved (`<workdir>/config.json`), validated again."""
+    return from_config_dict(json.loads(text))
+
+
+def load_config_file(path: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """A config file's `get_config()` with `key.sub=value` overrides, as `--config.key.sub=value` works in main.py.
+
+    Values are parsed as Python literals (falling back to strings) and must keep the key's type; unknown keys fail.
+    For notebooks, benchmarks and tests that need a config without a command line.
+    """
+    import ast
+    import importlib.util
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)  # So that configs/*.py can import `configs.default`.
+    spec = importlib.util.spec_from_file_location(f"_vdm_config_{abs(hash(path))}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load config file {path!r}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    for item in overrides:
+        key, sep, text = item.removeprefix("--config.").partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise ConfigError(f"unknown config key config.{key}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"unknown config key config.{key}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        old = node[leaf]
+        if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(old, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if type(old) is not type(value):
+            raise ConfigError(f"config.{key}={text!r}: expected a {type(old).__name__}, got {type(value).__name__}")
+        node[leaf] = value
+    config.lock()
+    return config
