@@ -1,0 +1,67 @@
+"""UCF-101 unconditional, 16x64x64: the setting of Ho et al. 2022 (Video Diffusion Models), appendix A.
+
+Launch on a TPU v4 pod slice (every host runs the same command; TFDS data and checkpoints on GCS):
+  python main.py --config=configs/ucf101.py --workdir=gs://BUCKET/vdm/ucf101 --distributed \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+
+Paper: IS 57.0, FID 295 (C3D features) for unconditional UCF-101 16x64x64, trained on 128-256 TPU-v4 chips.
+Model: 256 channels, multipliers (1,2,4,8), 2 res blocks, attention at 32/16/8 with head dim 64, conditioning
+embedding 1024, dropout 0.1; cosine log-SNR schedule in [-20, 20], eps-prediction; Adam b2 0.99, lr 3e-4, no weight
+decay, batch 128, EMA 0.9999, 60k steps; 8 independent image frames appended to each 16-frame video; sampling with
+256 ancestral steps, gamma 0.1. Compute and memory (XLA, measured by benchmarks/compile_check.py): docs/baselines.md.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.data.name = "ucf101"
+    config.data.num_frames = 16
+    config.data.frame_stride = 1
+    config.data.resolution = 64
+    config.data.num_image_frames = 8
+    config.data.shuffle_buffer = 2048
+
+    config.model.base_channels = 256
+    config.model.channel_mults = (1, 2, 4, 8)
+    config.model.num_res_blocks = 2
+    config.model.attn_resolutions = (32, 16, 8)
+    config.model.head_dim = 64
+    config.model.emb_dim = 1024
+    config.model.dropout = 0.1
+    config.model.dtype = "bfloat16"
+    config.model.remat_policy = "full"  # Without remat one 24-frame 64x64 clip needs ~35 GiB of activations.
+
+    config.diffusion.schedule = "cosine"
+    config.diffusion.logsnr_min = -20.0
+    config.diffusion.logsnr_max = 20.0
+    config.diffusion.parameterization = "eps"
+    config.diffusion.loss_weighting = "eps_mse"
+
+    config.sampler.name = "ancestral"
+    config.sampler.num_steps = 256
+    config.sampler.gamma = 0.1
+
+    config.train.num_steps = 60_000
+    config.train.batch_size = 128
+    config.train.learning_rate = 3e-4
+    config.train.warmup_steps = 1000
+    config.train.lr_schedule = "constant"
+    config.train.b1 = 0.9
+    config.train.b2 = 0.99
+    config.train.weight_decay = 0.0
+    config.train.ema_decay = 0.9999
+    config.train.log_every = 100
+    config.train.checkpoint_every = 2000
+    config.train.sample_every = 5000
+    config.train.eval_every = 10_000
+    config.train.num_samples = 16
+
+    config.eval.metrics = ("fvd", "warp_error")
+    config.eval.num_samples = 2048
+    config.eval.batch_size = 64
+
+    config.parallel.mesh_shape = (-1, 1, 1)
+    config.parallel.rules = "fsdp"
+    return config

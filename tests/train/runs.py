@@ -1,0 +1,77 @@
+"""Launching main.py the way a user does, with a tiny model, for the training tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+from tests.conftest import SMALL_SPLITS
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# A tiny but complete model and data setting: every code path of the real run, seconds per compile.
+TINY = (
+    *SMALL_SPLITS,
+    "--config.data.num_frames=4",
+    "--config.data.resolution=16",
+    "--config.model.base_channels=8",
+    "--config.model.channel_mults=(1,2)",
+    "--config.model.attn_resolutions=(8,)",
+    "--config.model.head_dim=8",
+    "--config.model.emb_dim=16",
+    "--config.train.batch_size=8",
+    "--config.train.learning_rate=1e-3",
+    "--config.train.warmup_steps=0",
+    "--config.train.lr_schedule=constant",
+    "--config.train.log_every=1",
+    "--config.train.num_samples=2",
+    "--config.train.sample_every=0",
+    "--config.train.eval_every=0",
+    "--config.eval.num_samples=2",
+    "--config.sampler.num_steps=2",
+)
+
+
+def env(devices: int = 1, data_dir: str | None = None) -> dict[str, str]:
+    e = dict(os.environ)
+    e["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    e["PYTHONPATH"] = str(ROOT)
+    e.pop("PYTEST_CURRENT_TEST", None)
+    return e
+
+
+def main_cmd(workdir, *overrides: str, config: str = "configs/default.py", data_dir: str) -> list[str]:
+    return [
+        sys.executable,
+        str(ROOT / "main.py"),
+        f"--config={config}",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        *overrides,
+    ]
+
+
+def run(workdir, *overrides: str, data_dir: str, devices: int = 1, timeout: float = 600, **kw):
+    return subprocess.run(
+        main_cmd(workdir, *overrides, data_dir=data_dir),
+        cwd=ROOT,
+        env=env(devices),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
+
+
+def start(workdir, *overrides: str, data_dir: str, devices: int = 1, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        main_cmd(workdir, *overrides, data_dir=data_dir),
+        cwd=ROOT,
+        env=env(devices),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )

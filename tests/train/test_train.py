@@ -1,0 +1,169 @@
+"""The training system end to end, through main.py as a user runs it: checkpoints, samples, resume after SIGKILL,
+SIGTERM, sharded == single device, two processes, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import jax
+import numpy as np
+
+from tests.train import runs
+from vdm_jax.train.checkpoint import Checkpointer
+
+
+def final_state(workdir) -> dict:
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    state = ckpt.restore_raw(ckpt.latest_step())
+    ckpt.close()
+    return state
+
+
+def assert_trees_close(a, b, rtol, atol):
+    la, lb = jax.tree_util.tree_flatten_with_path(a)[0], jax.tree_util.tree_flatten_with_path(b)[0]
+    assert [p for p, _ in la] == [p for p, _ in lb]
+    for (path, x), (_, y) in zip(la, lb, strict=True):
+        np.testing.assert_allclose(
+            np.asarray(x), np.asarray(y), rtol=rtol, atol=atol, err_msg=jax.tree_util.keystr(path)
+        )
+
+
+def ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+def test_default_config_trains_checkpoints_and_samples(tmp_path, moving_shapes_dir):
+    workdir = tmp_path / "run"
+    ok(runs.run(workdir, *runs.SMALL_SPLITS, "--config.train.num_steps=2", data_dir=moving_shapes_dir))
+    assert os.path.isdir(workdir / "checkpoints" / "2")
+    samples = sorted(os.listdir(workdir / "samples"))
+    assert any(s.endswith(".gif") for s in samples) and any(s.endswith(".mp4") for s in samples), samples
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(workdir))
+    state = final_state(workdir)
+    assert int(state["step"]) == 2
+
+
+def test_sharded_fsdp_equals_single_device(tmp_path, moving_shapes_dir):
+    common = (*runs.TINY, "--config.train.num_steps=3", "--config.train.checkpoint_every=3")
+    ok(runs.run(tmp_path / "one", *common, data_dir=moving_shapes_dir, devices=1))
+    sharded = ("--config.parallel.mesh_shape=(4,2,1)", "--config.parallel.rules=fsdp")
+    ok(runs.run(tmp_path / "eight", *common, *sharded, data_dir=moving_shapes_dir, devices=8))
+    one, eight = final_state(tmp_path / "one"), final_state(tmp_path / "eight")
+    # Same maths, different reduction order across devices: float32 round-off only.
+    assert_trees_close(one["params"], eight["params"], rtol=1e-4, atol=1e-5)
+    assert_trees_close(one["ema_params"], eight["ema_params"], rtol=1e-4, atol=1e-5)
+
+
+def _wait_for(predicate, proc, timeout=300.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process ended early ({proc.returncode}):\n{proc.stdout.read()[-4000:]}")
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
+    common = (
+        *runs.TINY,
+        "--config.train.num_steps=6",
+        "--config.train.checkpoint_every=3",
+        "--config.train.sample_every=3",  # Sampling after the step-3 checkpoint gives a window to kill in.
+        "--config.sampler.num_steps=32",
+    )
+    ok(runs.run(tmp_path / "straight", *common, data_dir=moving_shapes_dir))
+
+    killed = tmp_path / "killed"
+    proc = runs.start(killed, *common, data_dir=moving_shapes_dir)
+    _wait_for(lambda: os.path.isdir(killed / "checkpoints" / "3" / "state"), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert Checkpointer(os.path.join(killed, "checkpoints")).all_steps() == [3]
+    ok(runs.run(killed, *common, data_dir=moving_shapes_dir))
+
+    straight, resumed = final_state(tmp_path / "straight"), final_state(killed)
+    assert int(resumed["step"]) == 6
+    assert_trees_close(straight["params"], resumed["params"], rtol=1e-6, atol=1e-7)
+    assert_trees_close(straight["opt_state"], resumed["opt_state"], rtol=1e-6, atol=1e-7)
+
+
+def test_sigterm_saves_current_step_and_next_start_resumes(tmp_path, moving_shapes_dir):
+    workdir = tmp_path / "run"
+    common = (*runs.TINY, "--config.train.checkpoint_every=100000")
+    proc = runs.start(workdir, *common, "--config.train.num_steps=100000", data_dir=moving_shapes_dir)
+    _wait_for(lambda: len(list(workdir.glob("events.out.tfevents*"))) > 0 and _logged_steps(workdir) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, out[-4000:]
+    steps = Checkpointer(os.path.join(workdir, "checkpoints")).all_steps()
+    assert len(steps) == 1 and 3 <= steps[0] < 100000
+    resumed = runs.run(workdir, *common, f"--config.train.num_steps={steps[0] + 2}", data_dir=moving_shapes_dir)
+    ok(resumed)
+    assert f"Resuming from step {steps[0]}" in resumed.stderr
+    assert int(final_state(workdir)["step"]) == steps[0] + 2
+
+
+def _logged_steps(workdir) -> int:
+    """How many steps the run has finished, from its TensorBoard scalar events."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    steps = 0
+    for path in workdir.glob("events.out.tfevents*"):
+        acc = event_accumulator.EventAccumulator(str(path), size_guidance={"tensors": 0})
+        acc.Reload()
+        if "loss" in acc.Tags().get("tensors", []):
+            steps = max(steps, max(e.step for e in acc.Tensors("loss")))
+    return steps
+
+
+def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "run"
+    args = (*runs.TINY, "--config.train.num_steps=2", "--config.train.checkpoint_every=2", "--distributed")
+    procs = [
+        runs.start(
+            workdir,
+            *args,
+            f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2",
+            f"--process_id={i}",
+            data_dir=moving_shapes_dir,
+            devices=2,
+        )
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2]
+
+
+def test_unwritable_workdir_is_a_clear_error(tmp_path, moving_shapes_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = runs.run(blocker / "run", *runs.TINY, "--config.train.num_steps=1", data_dir=moving_shapes_dir)
+    assert out.returncode != 0
+    assert "cannot write to --workdir" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path, moving_shapes_dir):
+    workdir = tmp_path / "run"
+    ok(runs.run(workdir, *runs.TINY, "--config.train.num_steps=1", data_dir=moving_shapes_dir))
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").rglob("*") if p.is_file()}
+    out = runs.run(
+        workdir, *runs.TINY, "--config.train.num_steps=2", "--config.model.base_channels=16", data_dir=moving_shapes_dir
+    )
+    assert out.returncode != 0
+    assert "different model" in out.stderr and "init_from" in out.stderr
+    assert "Traceback" not in out.stderr
+    after = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").rglob("*") if p.is_file()}
+    assert before == after

@@ -1,0 +1,110 @@
+"""Orbax checkpoints: the train state, the config (JSON) and the data-iterator position, saved together.
+
+Saves are asynchronous (training continues while the arrays are written); the last `keep` are kept. Restoring takes
+an abstract state whose leaves carry the target shardings, so a checkpoint restores onto any mesh shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+
+from vdm_jax.errors import UserError
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A checkpoint that does not fit the model being built."""
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def _shape_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """'/'-joined paths -> (shape, dtype), the same for a live state and for the metadata Orbax stored
+    (attributes, dict keys and sequence indices all become plain names)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
+
+
+class Checkpointer:
+    """The run's `CheckpointManager` under `<workdir>/checkpoints`."""
+
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "config": ocp.JsonCheckpointHandler(),
+            "data": ocp.JsonCheckpointHandler(),
+        }
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, *, config_json: str, data_state: Any, force: bool = False) -> bool:
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(json.loads(config_json)),
+            data=ocp.args.JsonSave({"iterator": data_state}),
+        )
+        return self.manager.save(step, args=args, force=force)
+
+    def check_compatible(self, step: int, abstract_state: Any) -> None:
+        """Raises `CheckpointMismatchError` listing the arrays whose paths or shapes differ."""
+        stored = self.manager.item_metadata(step)["state"]
+        stored = getattr(stored, "tree", stored)
+        want, have = _shape_table(abstract_state), _shape_table(stored)
+        missing = sorted(set(want) - set(have))
+        extra = sorted(set(have) - set(want))
+        shapes = sorted(k for k in set(want) & set(have) if want[k][0] != have[k][0])
+        if missing or extra or shapes:
+            lines = [f"{k}: checkpoint {have[k][0]} vs model {want[k][0]}" for k in shapes[:5]]
+            raise CheckpointMismatchError(
+                f"the checkpoint at {self.directory} (step {step}) was written by a different model: "
+                f"{len(shapes)} shape mismatch(es) {lines}, {len(missing)} array(s) missing {missing[:3]}, "
+                f"{len(extra)} unexpected {extra[:3]}. Use a new --workdir for a new model, or "
+                "--config.train.init_from=<that checkpoint dir> to start from the weights that match."
+            )
+
+    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
+        """Returns (state, data-iterator state, config dict) of `step`, placed per `abstract_state`'s shardings."""
+        self.check_compatible(step, abstract_state)
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                config=ocp.args.JsonRestore(),
+                data=ocp.args.JsonRestore(),
+            ),
+        )
+        logging.info("Restored checkpoint step %d from %s", step, self.directory)
+        return restored["state"], restored["data"]["iterator"], restored["config"]
+
+    def restore_raw(self, step: int) -> dict:
+        """The stored train state as nested dicts of arrays on one local device, whatever model or mesh wrote it
+        (for init_from and for inspecting a run)."""
+        stored = self.manager.item_metadata(step)["state"]
+        stored = getattr(stored, "tree", stored)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored)
+        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

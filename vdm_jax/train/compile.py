@@ -1,0 +1,115 @@
+"""Lowering and compiling the real train step on abstract inputs: parameters, FLOPs and bytes per device without
+allocating the model (used by the full-size compile check and the throughput benchmark)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vdm_jax.models import UNet3D
+from vdm_jax.parallel import use_mesh
+from vdm_jax.train.sharding import train_state_shardings, with_shardings
+from vdm_jax.train.state import init_state, learning_rate_schedule, make_optimizer
+from vdm_jax.train.step import make_train_step
+
+
+def new_model(cfg) -> UNet3D:
+    """The configured U-Net with freshly initialised parameters (seeded by `config.seed`)."""
+    return UNet3D(cfg.model, resolution=cfg.data.resolution, rngs=nnx.Rngs(cfg.seed))
+
+
+def build_abstract(cfg, tx):
+    """(graphdef, abstract TrainState) of an ExperimentConfig, without allocating any parameter."""
+    graphdef = nnx.split(nnx.eval_shape(lambda: new_model(cfg)), nnx.Param, ...)[0]
+    abstract = jax.eval_shape(lambda: init_state(new_model(cfg), tx)[1])
+    return graphdef, abstract
+
+
+def abstract_batch(cfg, batch_size: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:
+    """The shapes, dtypes and shardings of one global training batch for an ExperimentConfig."""
+    frames = cfg.data.num_frames + cfg.data.num_image_frames
+    res, ch = cfg.data.resolution, cfg.model.channels
+    batch_sharding = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+    spec = {
+        "video": jax.ShapeDtypeStruct((batch_size, frames, res, res, ch), jnp.float32, sharding=batch_sharding),
+        "segment_ids": jax.ShapeDtypeStruct((batch_size, frames), jnp.int32, sharding=batch_sharding),
+    }
+    if cfg.model.num_classes > 0:
+        spec["label"] = jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=batch_sharding)
+    if cfg.model.text_conditioning == "builtin":
+        spec["text_tokens"] = jax.ShapeDtypeStruct(
+            (batch_size, cfg.data.text_max_length), jnp.int32, sharding=batch_sharding
+        )
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+    compiled: object
+    state_shardings: object  # TrainState of NamedShardings (the step's input and output state layout)
+    num_params: int
+    flops_per_device: float  # XLA cost analysis of the partitioned (per-device) program.
+    num_devices: int
+    bytes_per_device: int  # Arguments + outputs + temporaries - aliased (donated) buffers.
+    memory: dict
+
+    @property
+    def flops(self) -> float:
+        """FLOPs of one whole train step, summed over devices."""
+        return self.flops_per_device * self.num_devices
+
+
+def _cost(compiled) -> dict:  # A dict, or a list of one dict in older jax versions.
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, list | tuple):
+        analysis = analysis[0] if analysis else {}
+    return dict(analysis or {})
+
+
+def compile_train_step(cfg, mesh: Mesh, batch_size: int | None = None) -> CompiledStep:
+    """Lowers and compiles `train_step` for `cfg` on `mesh` from abstract values only."""
+    batch_size = batch_size or cfg.train.batch_size
+    tx = make_optimizer(cfg.train)
+    graphdef, abstract = build_abstract(cfg, tx)
+    shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
+    state = with_shardings(abstract, shardings)
+    batch = abstract_batch(cfg, batch_size, mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
+    step = make_train_step(graphdef, cfg, tx, learning_rate_schedule(cfg.train))
+    with use_mesh(mesh, cfg.parallel.rule_list):
+        compiled = (
+            jax.jit(
+                step,
+                in_shardings=(shardings, jax.tree.map(lambda x: x.sharding, batch), replicated),
+                out_shardings=(shardings, replicated),
+                donate_argnums=(0,),
+            )
+            .lower(state, batch, rng)
+            .compile()
+        )
+    mem = compiled.memory_analysis()
+    memory = {
+        k: int(getattr(mem, k, 0) or 0)
+        for k in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
+    }
+    per_device = (
+        memory["argument_size_in_bytes"]
+        + memory["output_size_in_bytes"]
+        + memory["temp_size_in_bytes"]
+        - memory["alias_size_in_bytes"]
+    )
+    return CompiledStep(
+        compiled=compiled,
+        state_shardings=shardings,
+        num_params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params)),
+        flops_per_device=float(_cost(compiled).get("flops", 0.0)),
+        num_devices=mesh.size,
+        bytes_per_device=per_device,
+        memory=memory,
+    )

@@ -1,0 +1,30 @@
+"""Random known-frame masks for training frame-conditioned models (prediction, interpolation, unconditional).
+
+One model learns all three tasks (VDM §3.1 discusses conditioning by known frames): per example we draw
+  - unconditional (no frame known)            with probability 1/3,
+  - prediction: the first k frames known, k ~ U{1, ..., T-1},
+  - interpolation: every s-th frame known (s ~ U{2, ..., max(2, T // 2)}), the first frame included.
+Appended independent image frames (segment id > 0) are never known.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def random_known_frames(video: jax.Array, segment_ids: jax.Array | None, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """video: [B, T, H, W, C] -> (known_frames [B, T, H, W, C] zero where unknown, known_mask [B, T] float32)."""
+    b, t = video.shape[:2]
+    is_video = (segment_ids == 0) if segment_ids is not None else jnp.ones((b, t), bool)
+    num_video = jnp.sum(is_video, axis=1, keepdims=True)  # [B, 1]
+    mode_rng, k_rng, s_rng = jax.random.split(rng, 3)
+    mode = jax.random.randint(mode_rng, (b, 1), 0, 3)
+    frame = jnp.arange(t)[None, :]
+    k = jax.random.randint(k_rng, (b, 1), 1, jnp.maximum(num_video, 2))  # 1 .. T_video - 1
+    stride = jax.random.randint(s_rng, (b, 1), 2, jnp.maximum(num_video // 2, 2) + 1)
+    prediction = frame < k
+    interpolation = (frame % stride) == 0
+    mask = jnp.where(mode == 1, prediction, jnp.where(mode == 2, interpolation, False)) & is_video
+    mask = mask.astype(jnp.float32)
+    return video * mask[:, :, None, None, None], mask

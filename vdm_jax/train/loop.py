@@ -1,0 +1,244 @@
+"""The training loop: `train_and_evaluate(cfg, workdir)`.
+
+Reads top to bottom: workdir, mesh, input, model and state shardings, checkpoint (resume / init_from), the compiled
+step, then the loop with metrics, checkpoints, samples and evaluations. A killed run resumes from its last checkpoint
+and sees exactly the batches an uninterrupted run would; SIGTERM saves the current step and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from clu import metric_writers, periodic_actions
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vdm_jax import data as vdm_data
+from vdm_jax.errors import UserError
+from vdm_jax.evaluation.entry import evaluate_videos, sample_for_eval
+from vdm_jax.models import load_matching_params
+from vdm_jax.parallel import make_mesh, use_mesh
+from vdm_jax.train import media
+from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
+from vdm_jax.train.sampling import make_sample_fn
+from vdm_jax.train.sharding import to_global, train_state_shardings, with_shardings
+from vdm_jax.train.state import TrainState, init_state, make_optimizer
+from vdm_jax.train.step import metrics_to_host
+
+
+class TrainingError(UserError, RuntimeError):
+    """The run cannot go on (diverged, unwritable workdir...); the message says why and what to do."""
+
+
+def _check_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise TrainingError(f"cannot write to --workdir={workdir} ({e.strerror}); choose a writable directory") from e
+
+
+def conditioning_batch(cfg, num: int):
+    """Conditioning for `num` samples: labels cycling through the classes; captions from the test split."""
+    cond = {}
+    if cfg.model.num_classes > 0:
+        cond["label"] = np.arange(num, dtype=np.int32) % cfg.model.num_classes
+    if cfg.model.text_conditioning == "builtin":
+        from vdm_jax.models.text import tokenize
+
+        captions = list(vdm_data.load_examples(cfg.data, split="test", num=num)["caption"])
+        cond["text_tokens"] = np.asarray(tokenize(captions, cfg.data.text_max_length))
+    return cond or None
+
+
+def restore_for_inference(cfg, workdir: str, step: int | None):
+    """(graphdef, EMA params, rest, step) of a run's latest (or given) checkpoint, for sampling and evaluation."""
+    tx = make_optimizer(cfg.train)
+    graphdef, abstract = build_abstract(cfg, tx)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
+    steps = ckpt.all_steps()
+    if not steps:
+        raise TrainingError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
+    step = max(steps) if step is None else step
+    if step not in steps:
+        raise TrainingError(f"no checkpoint of step {step} in {workdir}/checkpoints; available: {steps}")
+    mesh = make_mesh(cfg.parallel.mesh_shape)
+    shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
+    state, _, _ = ckpt.restore(step, with_shardings(abstract, shardings))
+    ckpt.close()
+    return graphdef, state.ema_params, state.rest, step
+
+
+def _load_init_from(state: TrainState, path: str) -> TrainState:
+    """Starts from another run's weights: copies every parameter whose path and shape match, reports the rest."""
+    ckpt = Checkpointer(path, keep=1000)
+    step = ckpt.latest_step()
+    if step is None:
+        raise TrainingError(f"--config.train.init_from={path}: no checkpoint there (expected a run's checkpoints dir)")
+    source = ckpt.restore_raw(step)
+    ckpt.close()
+    params, report = load_matching_params(state.params, source["params"])
+    ema, _ = load_matching_params(state.ema_params, source["ema_params"])
+    logging.info("init_from %s (step %d): %s", path, step, report)
+    print(f"init_from {path} step {step}: {report}")
+    return state.replace(params=params, ema_params=ema)
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks after each step (save, then exit cleanly)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if hasattr(signal, "SIGTERM"):
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # Not the main thread (e.g. inside a notebook worker): no handler.
+                self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(cfg, workdir: str) -> TrainState:
+    """Trains (or resumes training) the configured model in `workdir`; returns the final state."""
+    # ---------------------------------------------------------------- workdir, logs
+    _check_workdir(workdir)
+    is_chief = jax.process_index() == 0
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    config_json = cfg.to_json()
+
+    # ---------------------------------------------------------------- mesh
+    mesh = make_mesh(cfg.parallel.mesh_shape)
+    rules = cfg.parallel.rule_list
+    logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    # ---------------------------------------------------------------- input
+    vdm_data.prepare(cfg.data)
+    train_iter = vdm_data.make_iterator(
+        cfg.data,
+        split="train",
+        global_batch_size=cfg.train.batch_size,
+        mesh=mesh,
+        seed=cfg.seed,
+        text_max_length=None if cfg.model.text_conditioning == "builtin" else 0,  # 0: no tokenizing
+    )
+    batch_keys = set(abstract_batch(cfg, cfg.train.batch_size, mesh))  # What the step takes from a batch.
+
+    # ---------------------------------------------------------------- model, optimizer, shardings
+    tx = make_optimizer(cfg.train)
+    graphdef, abstract = build_abstract(cfg, tx)
+    shardings = train_state_shardings(abstract, mesh, rules)
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+
+    # ---------------------------------------------------------------- checkpoint: resume, or init (+ init_from)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings))
+        train_iter.set_state(data_state)
+        logging.info("Resuming from step %d", latest)
+    else:
+        create = lambda: init_state(new_model(cfg), tx)[1]
+        state = jax.jit(create, out_shardings=shardings)()
+        if cfg.train.init_from:
+            state = to_global(_load_init_from(state, cfg.train.init_from), shardings)
+    start = int(state.step)
+    if is_chief:  # Only now: a run refused above (e.g. another model's checkpoint) overwrites nothing.
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config_json)
+
+    # ---------------------------------------------------------------- the compiled step
+    rng = jax.jit(lambda: jax.random.key(cfg.seed), out_shardings=replicated)()
+    step_fn = compile_train_step(cfg, mesh)
+    compiled = step_fn.compiled
+    logging.info("Parameters: %d; FLOPs per train step (XLA): %.3g", num_params, step_fn.flops)
+    if is_chief:
+        writer.write_hparams({"num_params": num_params, "flops_per_step": step_fn.flops})
+
+    # ---------------------------------------------------------------- samples and evaluation
+    sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)
+
+    def samples_and_eval(step: int, *, final: bool) -> None:
+        do_sample = final or (cfg.train.sample_every and step % cfg.train.sample_every == 0)
+        do_eval = final or (cfg.train.eval_every and step % cfg.train.eval_every == 0)
+        if not (do_sample or do_eval):
+            return
+        num = max(cfg.eval.num_samples if do_eval else 0, cfg.train.num_samples if do_sample else 0)
+        with use_mesh(mesh, rules):  # The same key every time: samples are comparable across steps.
+            videos = sample_for_eval(cfg, sample_fn, state.ema_params, state.rest, num=num, seed=cfg.seed + 1)
+        if is_chief and do_sample:
+            grid = videos[: cfg.train.num_samples]
+            paths = media.save_sample_grid(os.path.join(workdir, "samples"), f"step_{step:07d}", grid)
+            writer.write_images(step, {"samples": media.filmstrip(grid)[None]})
+            logging.info("Samples of step %d: %s", step, paths["gif"])
+        if do_eval:
+            results = evaluate_videos(cfg, videos[: cfg.eval.num_samples], mesh=mesh)
+            if is_chief:
+                writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
+                logging.info("Eval at step %d: %s", step, results)
+
+    # ---------------------------------------------------------------- the loop
+    report = periodic_actions.ReportProgress(num_train_steps=cfg.train.num_steps, writer=writer)
+    progress = None
+    if is_chief and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=cfg.train.num_steps, initial=start, desc="train", dynamic_ncols=True)
+    metrics = None
+    batch = None
+    with _Preemption() as preemption:
+        for step in range(start + 1, cfg.train.num_steps + 1):
+            if batch is None:
+                batch = {k: v for k, v in next(train_iter).items() if k in batch_keys}
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, step_metrics = compiled(state, batch, rng)
+            batch = None
+            metrics = step_metrics if metrics is None else metrics.merge(step_metrics)
+            report(step, time.time())
+            if progress is not None:
+                progress.update(1)
+            last = step == cfg.train.num_steps
+            if step % cfg.train.log_every == 0 or last or preemption.requested:
+                values = metrics_to_host(metrics)
+                metrics = None
+                if values["nonfinite_steps"] > 0:
+                    ckpt.close()
+                    raise TrainingError(
+                        f"non-finite loss or gradients before step {step}; the last good checkpoint "
+                        f"(step {ckpt.latest_step()}) is intact. Lower config.train.learning_rate or enable "
+                        "config.train.grad_clip, then rerun to resume."
+                    )
+                if cfg.data.num_image_frames == 0:
+                    values.pop("image_loss")
+                if is_chief:
+                    writer.write_scalars(step, values)
+            if step % cfg.train.checkpoint_every == 0 or last or preemption.requested:
+                ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
+            if preemption.requested:
+                ckpt.wait()
+                logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
+                break
+            samples_and_eval(step, final=last)
+    if progress is not None:
+        progress.close()
+    ckpt.close()
+    writer.flush()
+    return state

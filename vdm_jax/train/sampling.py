@@ -1,0 +1,153 @@
+"""Sampling videos from a model's (EMA) parameters, and the `--mode=sample` entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from vdm_jax.diffusion import sample
+from vdm_jax.models import null_conditioning
+
+
+def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Callable | None = None):
+    """A jitted `fn(params, rest, rng, cond, segment_ids, known) -> videos [N, T, H, W, C]` for an ExperimentConfig.
+
+    `cond` (labels / caption tokens with leading dim N) switches on classifier-free guidance when
+    `config.sampler.guidance_weight > 0`; `known` (None, or {"frames": [N, T, H, W, C], "mask": [N, T]}) conditions
+    on frames. A frame-conditioned model (config.model.frame_conditioning) gets the known frames as network inputs
+    (none known when `known` is None) and no reconstruction guidance; see `vdm_jax.train.conditional`.
+    """
+    res, ch = cfg.data.resolution, cfg.model.channels
+    sampler_cfg = cfg.sampler
+    if cfg.model.frame_conditioning:
+        sampler_cfg = dataclasses.replace(sampler_cfg, recon_guidance_weight=0.0)
+
+    def fn(params, rest, rng, cond, segment_ids, known):
+        if not jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):  # Raw key data, as `generate` passes it.
+            rng = jax.random.wrap_key_data(rng)
+        model = nnx.merge(graphdef, params, rest)
+        n = segment_ids.shape[0]
+        shape = (n, segment_ids.shape[1], res, res, ch)
+        null = null_conditioning(cond, cfg.model) if cond is not None else None
+        if cfg.model.frame_conditioning:
+            frames = known["frames"] if known is not None else jnp.zeros(shape, jnp.float32)
+            mask = jnp.asarray(known["mask"], jnp.float32) if known is not None else jnp.zeros(shape[:2], jnp.float32)
+            cond = {**(cond or {}), "known_frames": frames * mask[:, :, None, None, None], "known_mask": mask}
+
+        def denoise_fn(z, logsnr, c):
+            seg = segment_ids if z.shape[0] == n else jnp.concatenate([segment_ids] * (z.shape[0] // n))
+            return model(z, logsnr, c, segment_ids=seg, train=False)
+
+        return sample(
+            denoise_fn,
+            shape,
+            rng,
+            cfg.diffusion,
+            sampler_cfg,
+            resolution=res,
+            cond=cond,
+            null_cond=null,
+            known=known,
+            progress=progress,
+        )
+
+    return jax.jit(fn)
+
+
+def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, cond=None, known=None) -> np.ndarray:
+    """Runs `sample_fn` for `num` videos of `num_frames` frames and returns them on the host, clipped to [-1, 1].
+
+    Inputs are passed as host numpy arrays (identical on every process) and the result is gathered from all
+    processes, so the same call works on one device and in a multi-host run.
+    """
+    segment_ids = np.zeros((num, num_frames), np.int32)
+    host = lambda tree: None if tree is None else jax.tree.map(np.asarray, tree)
+    key_data = np.asarray(jax.random.key_data(rng))
+    videos = sample_fn(state_params, rest, key_data, host(cond), segment_ids, host(known))
+    videos = multihost_utils.process_allgather(videos, tiled=True)
+    return np.clip(np.asarray(videos, np.float32), -1.0, 1.0)
+
+
+def sample_from_checkpoint(cfg, workdir: str, *, num_samples: int, step: int | None = None) -> str:
+    """`--mode=sample`: the EMA parameters of the latest (or given) checkpoint -> `<workdir>/samples/` GIF, MP4, npz."""
+    from vdm_jax.train import media
+    from vdm_jax.train.loop import conditioning_batch, restore_for_inference
+
+    graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
+    sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)
+    cond = conditioning_batch(cfg, num_samples)
+    videos = generate(
+        sample_fn,
+        params,
+        rest,
+        jax.random.key(cfg.seed + 1),
+        num=num_samples,
+        num_frames=cfg.data.num_frames,
+        cond=cond,
+    )
+    out_dir = os.path.join(workdir, "samples")
+    paths = media.save_sample_grid(out_dir, f"sample_step{step}", videos)
+    np.savez_compressed(os.path.join(out_dir, f"sample_step{step}.npz"), videos=videos)
+    logging.info("Wrote %d samples of step %d to %s", num_samples, step, paths["gif"])
+    print(f"wrote {num_samples} samples from step {step}: {paths['gif']} {paths['mp4']}")
+    return paths["gif"]
+
+
+def sample_conditional_from_checkpoint(
+    cfg,
+    workdir: str,
+    *,
+    num_samples: int,
+    step: int | None = None,
+    cond_video: str = "",
+    cond_split: str = "",
+    cond_index: int = 0,
+    num_cond_frames: int = 1,
+    num_frames: int = 0,
+) -> str:
+    """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
+    context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
+    `num_frames` frames (0: the model's), autoregressively beyond the model's length (`conditional.extend`).
+    Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz."""
+    from vdm_jax.train import conditional, media
+    from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
+    from vdm_jax.train.loop import conditioning_batch
+
+    if bool(cond_video) == bool(cond_split):
+        raise ContextError("conditional sampling needs exactly one of --cond_video=<file> or --cond_split=<split>")
+    total = num_frames or cfg.data.num_frames
+    if not 1 <= num_cond_frames < min(total, cfg.data.num_frames):
+        raise ContextError(
+            f"--num_cond_frames={num_cond_frames} must be in 1 .. {min(total, cfg.data.num_frames) - 1} "
+            f"(fewer than --num_frames={total} and the model's {cfg.data.num_frames} frames)"
+        )
+    if cond_video:
+        context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
+    else:
+        context = context_from_dataset(cfg, cond_split, cond_index, num_samples, num_cond_frames)
+    model, step = conditional.load_model(cfg, workdir, step)
+    method = conditional.resolve_method(cfg, "auto")
+    videos = conditional.extend(
+        model, jax.random.key(cfg.seed + 2), context, total, cond=conditioning_batch(cfg, num_samples)
+    )
+    videos = np.asarray(jax.device_get(videos), np.float32)
+    marked = np.zeros(videos.shape[:2], bool)
+    marked[:, :num_cond_frames] = True
+    out_dir = os.path.join(workdir, "samples")
+    name = f"cond_step{step}"
+    paths = media.save_sample_grid(out_dir, name, videos, marked=marked)
+    np.savez_compressed(os.path.join(out_dir, f"{name}.npz"), videos=videos, context=context, marked=marked)
+    logging.info("Wrote %d conditional samples (%s) of step %d to %s", num_samples, method, step, paths["gif"])
+    print(
+        f"wrote {num_samples} samples of {total} frames from {num_cond_frames} conditioning frame(s) ({method}), "
+        f"step {step}: {paths['gif']} {paths['mp4']}"
+    )
+    return paths["gif"]

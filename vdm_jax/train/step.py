@@ -1,0 +1,135 @@
+"""The jitted train step: `train_step(state, batch, rng) -> (state, metrics)`.
+
+One pure function: conditioning dropout (for classifier-free guidance), the diffusion loss of `vdm_jax.diffusion`
+with the U-Net as denoiser, optional gradient accumulation over micro-batches (`lax.scan`), AdamW, and the EMA.
+A step whose loss or gradients are not finite leaves the state unchanged and is counted in the metrics, so the last
+good state is never overwritten (the loop stops the run with a message).
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from clu import metrics as clu_metrics
+from flax import nnx
+
+from vdm_jax.diffusion import diffusion_loss
+from vdm_jax.models import drop_conditioning
+from vdm_jax.train.frame_masks import random_known_frames
+from vdm_jax.train.state import TrainState, ema_update
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+    loss: clu_metrics.Average.from_output("loss")
+    video_loss: clu_metrics.Average.from_output("video_loss")
+    image_loss: clu_metrics.Average.from_output("image_loss")
+    grad_norm: clu_metrics.Average.from_output("grad_norm")
+    learning_rate: clu_metrics.LastValue.from_output("learning_rate")
+    nonfinite_steps: clu_metrics.Average.from_output("nonfinite")
+
+
+def model_conditioning(batch: Batch, model_cfg) -> dict[str, jax.Array] | None:
+    """The conditioning inputs this model uses, taken from a batch (labels and/or caption tokens)."""
+    cond = {}
+    if model_cfg.num_classes > 0:
+        if "label" not in batch:
+            raise ValueError("config.model.num_classes > 0 but the dataset provides no labels")
+        cond["label"] = batch["label"]
+    if model_cfg.text_conditioning == "builtin":
+        if "text_tokens" not in batch:
+            raise ValueError("config.model.text_conditioning='builtin' but the dataset provides no captions")
+        cond["text_tokens"] = batch["text_tokens"]
+    return cond or None
+
+
+def make_train_step(
+    graphdef: nnx.GraphDef, cfg, tx: optax.GradientTransformation, lr_schedule: optax.Schedule
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, TrainMetrics]]:
+    """Builds the step for an `ExperimentConfig`; jit it with shardings (see `vdm_jax.train.loop`)."""
+    model_cfg, train_cfg = cfg.model, cfg.train
+    resolution = cfg.data.resolution
+
+    def loss_fn(params, rest, batch: Batch, rng: jax.Array):
+        model = nnx.merge(graphdef, params, rest)
+        drop_rng, loss_rng, dropout_rng, mask_rng = jax.random.split(rng, 4)
+        cond = model_conditioning(batch, model_cfg)
+        if cond is not None and model_cfg.cond_drop_prob > 0:
+            cond = drop_conditioning(cond, drop_rng, model_cfg.cond_drop_prob, model_cfg)
+        segment_ids = batch.get("segment_ids")
+        if model_cfg.frame_conditioning:
+            known, known_mask = random_known_frames(batch["video"], segment_ids, mask_rng)
+            cond = {**(cond or {}), "known_frames": known, "known_mask": known_mask}
+
+        def denoise_fn(z, logsnr, c):
+            return model(z, logsnr, c, segment_ids=segment_ids, train=True, rngs=nnx.Rngs(dropout=dropout_rng))
+
+        loss_mask = None
+        if model_cfg.frame_conditioning:  # Known frames are given, not generated: no loss on them.
+            loss_mask = 1.0 - cond["known_mask"]
+        loss, aux = diffusion_loss(
+            denoise_fn, batch["video"], loss_rng, cfg.diffusion, resolution=resolution, cond=cond, loss_mask=loss_mask
+        )
+        frame_loss = aux["frame_loss"]  # [B, T]
+        is_image = (segment_ids > 0) if segment_ids is not None else jnp.zeros(frame_loss.shape, bool)
+        frames_video = jnp.maximum(jnp.sum(~is_image), 1)
+        frames_image = jnp.maximum(jnp.sum(is_image), 1)
+        parts = {
+            "video_loss": jnp.sum(jnp.where(is_image, 0.0, frame_loss)) / frames_video,
+            "image_loss": jnp.sum(jnp.where(is_image, frame_loss, 0.0)) / frames_image,
+        }
+        return loss, parts
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def gradients(state: TrainState, batch: Batch, rng: jax.Array):
+        n = train_cfg.grad_accum_steps
+        if n == 1:
+            return grad_fn(state.params, state.rest, batch, rng)
+        micro = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+        def accumulate(carry, inputs):
+            i, mb = inputs
+            (loss, parts), grads = grad_fn(state.params, state.rest, mb, jax.random.fold_in(rng, i))
+            return jax.tree.map(lambda a, b: a + b / n, carry, ((loss, parts), grads)), None
+
+        zeros = jax.tree.map(
+            jnp.zeros_like, ((jnp.zeros(()), {"video_loss": jnp.zeros(()), "image_loss": jnp.zeros(())}), state.params)
+        )
+        out, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
+        return out
+
+    def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, TrainMetrics]:
+        rng = jax.random.fold_in(rng, state.step)
+        (loss, parts), grads = gradients(state, batch, rng)
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new = state.replace(
+            step=state.step + 1,
+            params=params,
+            ema_params=ema_update(state.ema_params, params, train_cfg.ema_decay, state.step),
+            opt_state=opt_state,
+        )
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        # Keep the last good state on a non-finite step (the loop reports it and stops).
+        new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, state.replace(step=state.step))
+        metrics = TrainMetrics.single_from_model_output(
+            loss=loss,
+            grad_norm=grad_norm,
+            learning_rate=lr_schedule(state.step),
+            nonfinite=(~finite).astype(jnp.float32),
+            **parts,
+        )
+        return new, metrics
+
+    return train_step
+
+
+def metrics_to_host(metrics: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.compute().items()}
