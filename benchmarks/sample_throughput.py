@@ -1,0 +1,95 @@
+"""Sampling throughput of a config's U-Net with each sampler: network evaluations per second and seconds per video
+(16 frames by default, whatever the config trains on: the U-Net runs on any number of frames). Prints JSON.
+
+  python benchmarks/sample_throughput.py --config=configs/default.py
+  python benchmarks/sample_throughput.py --config=configs/default.py --frames=16 --batch=8 --steps=32
+
+The model is freshly initialised (its weights do not change the cost). Every sampler runs the config's jitted
+sampling function (`vdm_jax.train.sampling.make_sample_fn`, the one training and evaluation use) with only
+`sampler.name` changed; one untimed call compiles it, then the median of `--repeats` calls, each ending in
+`block_until_ready`, is reported. `network_evals` counts denoiser calls on the whole batch (classifier-free guidance
+would double them), `video_network_evals_per_second` multiplies by the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from benchmarks.common import load_average, load_config, timed  # noqa: E402
+
+SAMPLERS = ("ancestral", "ddim", "pc", "dpm_solver")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="configs/default.py")
+    parser.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    parser.add_argument("--samplers", default=",".join(SAMPLERS), help="comma-separated sampler names")
+    parser.add_argument("--frames", type=int, default=16, help="frames per sampled video")
+    parser.add_argument("--batch", type=int, default=0, help="videos per call (0 = config.eval.batch_size)")
+    parser.add_argument("--steps", type=int, default=0, help="sampling steps (0 = config.sampler.num_steps)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    from flax import nnx
+
+    from vdm_jax.diffusion import num_function_evals
+    from vdm_jax.train.compile import new_model
+    from vdm_jax.train.sampling import make_sample_fn
+
+    base = load_config(args.config, args.set)
+    batch = args.batch or base.eval.batch_size
+    graphdef, params, rest = nnx.split(new_model(base), nnx.Param, ...)
+    segment_ids = jnp.zeros((batch, args.frames), jnp.int32)
+    load_start = load_average()
+    results = {}
+    for name in args.samplers.split(","):
+        overrides = [*args.set, f"sampler.name={name}"]
+        if args.steps:
+            overrides.append(f"sampler.num_steps={args.steps}")
+        cfg = load_config(args.config, overrides)
+        fn = make_sample_fn(graphdef, cfg, num_frames=args.frames)
+        call = lambda fn=fn: jax.block_until_ready(fn(params, rest, jax.random.key(0), None, segment_ids, None))
+        t0 = time.perf_counter()
+        call()
+        compile_seconds = time.perf_counter() - t0
+        seconds = statistics.median(timed(call, repeats=args.repeats, warmup=0))
+        evals = num_function_evals(cfg.sampler) * (2 if cfg.sampler.guidance_weight > 0 else 1)
+        results[name] = {
+            "num_steps": cfg.sampler.num_steps,
+            "network_evals": evals,
+            "seconds_per_batch": seconds,
+            "network_evals_per_second": evals / seconds,
+            "video_network_evals_per_second": evals * batch / seconds,
+            "seconds_per_video": seconds / batch,
+            "first_call_seconds_incl_compile": round(compile_seconds, 2),
+        }
+    print(
+        json.dumps(
+            {
+                "config": args.config,
+                "overrides": args.set,
+                "device": jax.devices()[0].device_kind,
+                "video_shape": [args.frames, base.data.resolution, base.data.resolution, base.model.channels],
+                "batch": batch,
+                "load_average_start": load_start,
+                "load_average_end": load_average(),
+                "samplers": results,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
