@@ -27,7 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.video_dir = ""  # video_folder only: the directory of videos (optional class subfolders).
     data.captions_file = ""  # video_folder only: optional file of `relative/path.mp4<TAB>caption` lines.
     data.text_max_length = 64  # Tokens per caption (byte-level tokenizer), padded or truncated.
-    data.moving_shapes_train_size = 4096  # moving_shapes only: train clips generated (4096 at 16x32x32: ~15 s, fewer at 16x16).
+    data.moving_shapes_train_size = 4096  # moving_shapes only: train clips generated (16x32x32: ~15 s).
     data.moving_shapes_test_size = 512  # moving_shapes only: test clips generated (evaluation's real videos).
 
     # ---------------------------------------------------------------- model (vdm_jax.models.ModelConfig)
