@@ -1,0 +1,290 @@
+"""Conditional generation: prediction, extension, keyframes then interpolation, super-resolution, and the CLI's context.
+
+Chunking logic is checked against a recording fake sampler; the real path runs a tiny random U-Net (plumbing and
+exact reproduction of conditioning frames); observation guidance is checked on an exact Gaussian oracle whose
+conditional given the low-resolution view is known in closed form.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vdm_jax import configuration
+from vdm_jax.diffusion import DiffusionConfig, SamplerConfig, from_x, log_alpha_sigma_sq
+from vdm_jax.train import conditional
+from vdm_jax.train.compile import new_model
+from vdm_jax.train.super_resolution import avgpool_frames, sample_observed, super_resolve, upsample_nearest
+
+TINY = [
+    "data.num_frames=4",
+    "data.resolution=8",
+    "model.base_channels=8",
+    "model.channel_mults=(1,)",
+    "model.attn_resolutions=(8,)",
+    "model.head_dim=8",
+    "model.emb_dim=16",
+    "sampler.num_steps=3",
+]
+
+
+def tiny_model(*overrides: str) -> conditional.SamplingModel:
+    """A random U-Net (its zero-initialised output layer perturbed, so the output depends on the input)."""
+    cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", [*TINY, *overrides]))
+    graphdef, params, rest = nnx.split(new_model(cfg), nnx.Param, ...)
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    noisy = [p + 0.05 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+    params = jax.tree.unflatten(tree, noisy)
+    return conditional.SamplingModel(graphdef, params, rest, cfg)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+def context_frames(n: int, k: int, resolution: int = 8) -> jax.Array:
+    """[n, k, R, R, 3] distinct constant frames in [-1, 1]."""
+    values = jnp.linspace(-0.9, 0.9, n * k).reshape(n, k, 1, 1, 1)
+    return jnp.broadcast_to(values, (n, k, resolution, resolution, 3))
+
+
+# ---------------------------------------------------------------- the real path on a tiny model
+@pytest.mark.parametrize("method", ["replacement", "reconstruction"])
+def test_prediction_reproduces_the_context_exactly(model, method):
+    ctx = context_frames(2, 2)
+    out = conditional.predict(model, jax.random.key(1), ctx, method=method, recon_weight=2.0)
+    assert out.shape == (2, 4, 8, 8, 3)
+    np.testing.assert_array_equal(out[:, :2], ctx)
+    assert np.all(np.isfinite(out)) and np.all(np.abs(out[:, 2:]) <= 1.05)
+    other = conditional.predict(model, jax.random.key(1), -ctx, method=method, recon_weight=2.0)
+    assert not np.allclose(other[:, 2:], out[:, 2:])  # the continuation depends on the context
+
+
+def test_frame_conditioned_model_takes_known_frames_as_inputs():
+    fc = tiny_model("model.frame_conditioning=True")
+    assert conditional.resolve_method(fc.cfg, "auto") == "network"
+    ctx = context_frames(2, 1)
+    out = conditional.predict(fc, jax.random.key(2), ctx)  # the U-Net refuses a cond without known frames
+    np.testing.assert_array_equal(out[:, :1], ctx)
+    # make_sample_fn (training-time samples) gives such a model an all-unknown mask when nothing is known.
+    from vdm_jax.train.sampling import generate, make_sample_fn
+
+    videos = generate(
+        make_sample_fn(fc.graphdef, fc.cfg, num_frames=4), fc.params, fc.rest, jax.random.key(0), num=1, num_frames=4
+    )
+    assert videos.shape == (1, 4, 8, 8, 3) and np.all(np.isfinite(videos))
+
+
+def test_method_errors_name_the_fix(model):
+    with pytest.raises(ValueError, match="frame_conditioning=True"):
+        conditional.resolve_method(model.cfg, "network")
+    with pytest.raises(ValueError, match="recon_guidance_weight > 0"):
+        conditional.resolve_method(model.cfg, "reconstruction")
+    assert conditional.resolve_method(model.cfg, "auto") == "replacement"
+    assert conditional.resolve_method(model.cfg, "auto", recon_weight=50.0) == "reconstruction"
+    with pytest.raises(ValueError, match=r"\[N, T, 8, 8, 3\]"):
+        conditional.predict(model, jax.random.key(0), jnp.zeros((1, 1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="context has 4 frames"):
+        conditional.extend(model, jax.random.key(0), context_frames(1, 4), 8)
+
+
+# ---------------------------------------------------------------- chunking, against a recording fake sampler
+@pytest.fixture
+def recorder(monkeypatch):
+    """Replaces the sampler by one that keeps known frames and fills unknown ones with the call number (1, 2, ...)."""
+    calls = []
+
+    def fake(model, rng, frames, mask, **kwargs):
+        calls.append((np.asarray(frames), np.asarray(mask)))
+        fill = jnp.full(frames.shape, float(len(calls)))
+        return jnp.where(jnp.asarray(mask)[:, :, None, None, None] > 0, frames, fill)
+
+    monkeypatch.setattr(conditional, "sample_with_known", fake)
+    return calls
+
+
+def test_extend_conditions_each_chunk_on_the_last_frames(model, recorder):
+    ctx = context_frames(2, 1)
+    out = np.asarray(conditional.extend(model, jax.random.key(0), ctx, 11, overlap=2))
+    assert out.shape == (2, 11, 8, 8, 3)
+    np.testing.assert_array_equal(out[:, 0], ctx[:, 0])
+    # First chunk: 1 context + 3 new frames; then 2 new frames per chunk (4 - overlap): 4, 6, 8, 10, 12 -> 5 calls.
+    assert len(recorder) == 5
+    np.testing.assert_array_equal(recorder[0][1], [[1, 0, 0, 0]] * 2)
+    made_by = out[0, :, 0, 0, 0]
+    np.testing.assert_array_equal(made_by[1:], [1, 1, 1, 2, 2, 3, 3, 4, 4, 5])
+    for i, (frames, mask) in enumerate(recorder[1:], start=1):
+        np.testing.assert_array_equal(mask, [[1, 1, 0, 0]] * 2)
+        end = 4 + 2 * (i - 1)  # frames generated before call i
+        np.testing.assert_array_equal(frames[:, :2], out[:, end - 2 : end])
+
+
+@pytest.mark.parametrize("total, chunk, stride", [(16, 4, 3), (16, 8, 4), (13, 5, 2), (9, 9, 8), (30, 16, 4)])
+def test_interpolation_windows_cover_every_frame_between_its_keyframes(total, chunk, stride):
+    windows = conditional.interpolation_windows(total, chunk, stride)
+    written = np.zeros(total, int)
+    keys = set(conditional.keyframe_indices(total, stride).tolist())
+    for start, lo, hi in windows:
+        assert 0 <= start <= lo < hi <= total and start + chunk <= total
+        for p in range(lo, hi):
+            if p in keys:
+                continue
+            written[p] += 1
+            left = stride * (p // stride)
+            right = left + stride
+            assert start <= left  # the keyframe before p is in the window
+            assert right >= total or right < start + chunk  # and the one after, where it exists
+    np.testing.assert_array_equal(written, [0 if p in keys else 1 for p in range(total)])
+
+
+def test_keyframes_then_interpolation(model, recorder):
+    ctx = context_frames(1, 2)
+    out = np.asarray(conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3))
+    assert out.shape == (1, 12, 8, 8, 3)
+    np.testing.assert_array_equal(out[:, :2], ctx)
+    # Keyframes 0, 3, 6, 9 from one chunk given keyframe 0 (the context frame on a keyframe position) ...
+    np.testing.assert_array_equal(recorder[0][1], [[1, 0, 0, 0]])
+    np.testing.assert_array_equal(out[0, [3, 6, 9], 0, 0, 0], 1.0)
+    # ... then the others in one batch of windows, each knowing its keyframes and context frames.
+    frames, mask = recorder[-1]
+    windows = conditional.interpolation_windows(12, 4, 3)
+    assert len(recorder) == 2 and frames.shape[0] == len(windows)
+    for j, (start, _, _) in enumerate(windows):
+        want = [float(p % 3 == 0 or p < 2) for p in range(start, start + 4)]
+        np.testing.assert_array_equal(mask[j], want)
+    assert set(out[0, [2, 4, 5, 7, 8, 10, 11], 0, 0, 0]) == {2.0}
+
+
+# ---------------------------------------------------------------- observation guidance on an exact Gaussian oracle
+F, A_VAR, B_VAR, N = 2, 0.2, 0.8, 3000  # factor; pixel = block field (var b) + white noise (var a)
+
+
+def block_gaussian():
+    """x [1, 4, 4, 1]: each 2x2 block exchangeable, Cov = a I + b J; blocks independent. Returns (Σ [16, 16], y)."""
+    idx = np.arange(16).reshape(4, 4)
+    block_of = (idx // 4 // F) * 2 + (idx % 4) // F
+    same = block_of.reshape(-1)[:, None] == block_of.reshape(-1)[None]
+    cov = A_VAR * np.eye(16) + B_VAR * same
+    y = jnp.array([0.9, -0.6, 0.3, 1.2]).reshape(1, 1, 2, 2, 1)
+    return cov, y
+
+
+def oracle_denoise(cov):
+    s, u = np.linalg.eigh(cov)
+    s, u = jnp.asarray(s, jnp.float32), jnp.asarray(u, jnp.float32)
+
+    def fn(z, logsnr, cond=None):
+        alpha = jnp.exp(0.5 * log_alpha_sigma_sq(logsnr)[0])[:, None]
+        coef = s[None] / (alpha * (s[None] + jnp.exp(-logsnr)[:, None]))  # E[x | z] = U diag(α s/(α² s + σ²)) Uᵀ z
+        x = (coef * (z.reshape(z.shape[0], -1) @ u)) @ u.T
+        return from_x(x.reshape(z.shape), z, logsnr, "v")
+
+    return fn
+
+
+def exact_weight(logsnr):
+    """w(λ) = (σ²/α²) / Var((Ax)_j | z_t): Var = s1_t / F², s1 = a + b F² the block-mean eigenvalue."""
+    s1 = A_VAR + B_VAR * F**2
+    return jnp.exp(-logsnr) * F**2 * (1.0 + jnp.exp(logsnr) * s1) / s1
+
+
+def observed_draw(weight):
+    cov, y = block_gaussian()
+    fn = jax.jit(
+        lambda k: sample_observed(
+            oracle_denoise(cov),
+            (N, 1, 4, 4, 1),
+            k,
+            DiffusionConfig(),
+            SamplerConfig(name="ancestral", num_steps=128, clip_x=False),
+            resolution=32,
+            observe=lambda x: avgpool_frames(x, F),
+            observation=jnp.broadcast_to(y, (N, 1, 2, 2, 1)),
+            weight=weight,
+        )
+    )
+    return np.asarray(fn(jax.random.key(3)), np.float64).reshape(N, 16), np.asarray(upsample_nearest(y, F)).reshape(16)
+
+
+def test_observation_guidance_with_exact_weight_samples_the_true_conditional():
+    """Given the block means y, each pixel has mean y_block and variance a (1 − 1/F²) (Gaussian conditioning)."""
+    x, true_mean = observed_draw(exact_weight)
+    true_var = A_VAR * (1 - 1 / F**2)
+    assert np.abs(x.mean(0) - true_mean).max() < 4.5 * np.sqrt(true_var / N), (x.mean(0), true_mean)
+    np.testing.assert_allclose(x.var(0), true_var, rtol=4.5 * np.sqrt(2 / N))
+    block_means = avgpool_frames(jnp.asarray(x.reshape(N, 1, 4, 4, 1)), F)
+    assert np.abs(np.asarray(block_means).reshape(N, 4) - true_mean.reshape(4, 4)[::2, ::2].reshape(4)).max() < 0.05
+
+
+def test_constant_weight_guides_towards_the_observation():
+    errors = {}
+    for label, w in [("none", 0.0), ("constant F^2", float(F**2))]:
+        x, true_mean = observed_draw(w)
+        errors[label] = np.abs(x.mean(0) - true_mean).max()
+    assert errors["none"] > 0.9  # unguided samples ignore y (mean 0)
+    assert errors["constant F^2"] < 0.5 * errors["none"], errors
+
+
+def test_avgpool_and_upsample_round_trip_and_super_resolve_shapes(model):
+    y = jax.random.uniform(jax.random.key(0), (2, 3, 4, 4, 3), minval=-1, maxval=1)
+    np.testing.assert_allclose(avgpool_frames(upsample_nearest(y, 2), 2), y, atol=1e-6)
+    cfg = dataclasses.replace(model.cfg, sampler=dataclasses.replace(model.cfg.sampler, recon_guidance_weight=4.0))
+    out = super_resolve(model._replace(cfg=cfg), jax.random.key(0), y[:, :2])
+    assert out.shape == (2, 2, 8, 8, 3) and np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="needs a weight > 0"):
+        super_resolve(model, jax.random.key(0), y[:, :2])
+    with pytest.raises(ValueError, match="multiple of h"):
+        super_resolve(model, jax.random.key(0), jnp.zeros((1, 2, 3, 3, 3)), weight=1.0)
+
+
+# ---------------------------------------------------------------- --cond_video
+def test_context_from_a_video_file(tmp_path, model):
+    from vdm_jax.train import media
+    from vdm_jax.train.context import ContextError, context_from_video
+
+    frames = np.zeros((5, 32, 48, 3), np.uint8)
+    frames[..., 0] = np.arange(5)[:, None, None] * 40 + 20  # red ramps over time
+    path = str(tmp_path / "clip.mp4")
+    media.write_mp4(path, frames)
+    ctx = context_from_video(path, model.cfg, 3)
+    assert ctx.shape == (1, 3, 8, 8, 3) and ctx.dtype == np.float32
+    np.testing.assert_allclose(ctx[0, :, 4, 4, 0], (np.arange(3) * 40 + 20) / 127.5 - 1, atol=0.06)
+    with pytest.raises(ContextError, match="needs at least"):
+        context_from_video(path, model.cfg, 6)
+    with pytest.raises(ContextError, match="no such file"):
+        context_from_video(str(tmp_path / "missing.mp4"), model.cfg, 1)
+
+
+# ---------------------------------------------------------------- main.py --mode=sample with conditioning frames
+@pytest.mark.slow
+def test_main_samples_continuations_of_dataset_clips(tmp_path, moving_shapes_dir):
+    from tests.train.runs import TINY as TINY_FLAGS
+    from tests.train.runs import run
+
+    workdir = tmp_path / "run"
+    trained = run(workdir, *TINY_FLAGS, "--config.train.num_steps=1", data_dir=moving_shapes_dir)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    sampled = run(
+        workdir,
+        *TINY_FLAGS,
+        "--mode=sample",
+        "--cond_split=test",
+        "--num_cond_frames=2",
+        "--num_frames=7",
+        "--num_samples=2",
+        data_dir=moving_shapes_dir,
+    )
+    assert sampled.returncode == 0, sampled.stderr[-2000:]
+    saved = np.load(workdir / "samples" / "cond_step1.npz")
+    assert saved["videos"].shape == (2, 7, 16, 16, 3)
+    np.testing.assert_allclose(saved["videos"][:, :2], saved["context"], atol=1e-6)
+    np.testing.assert_array_equal(saved["marked"].sum(axis=1), [2, 2])
+    assert (workdir / "samples" / "cond_step1.gif").exists() and (workdir / "samples" / "cond_step1.mp4").exists()
+    flags = ("--mode=sample", "--cond_split=test", "--num_cond_frames=4")
+    bad = run(workdir, *TINY_FLAGS, *flags, data_dir=moving_shapes_dir)
+    assert bad.returncode != 0 and "--num_cond_frames=4 must be in 1 .. 3" in bad.stderr

@@ -1,0 +1,280 @@
+"""Conditional generation with one video diffusion model: prediction, long videos, keyframes then interpolation
+(Ho et al. 2022, "Video Diffusion Models", §3.1 and §4.3).
+
+Known frames x^a (a mask over the T frames of a sample) enter in one of three ways, `method`:
+  replacement     before each model call z^a <- a fresh draw of q(z_t^a | x^a) (Song et al. 2021b; VDM §3.1);
+  reconstruction  replacement plus x̃^b = x̂^b − (w_r α_t / 2) ∇_{z^b} ‖x^a − x̂^a(z_t)‖² (VDM eq. 7), w_r from
+                  config.sampler.recon_guidance_weight (VDM: BAIR 50, Kinetics 9) or a λ-dependent function;
+  network         a frame-conditioned model (config.model.frame_conditioning) reads x^a and the mask as inputs; z^a is
+                  still replaced by draws of q(z_t^a | x^a), which is what the model saw in training.
+  auto            network for a frame-conditioned model, else reconstruction when recon_guidance_weight > 0, else
+                  replacement.
+Every sample returns the known frames exactly. The sampler is config.sampler (any of them).
+
+Long videos (VDM §4.3.3, 16 -> 64 frames): `extend` samples chunks of the model's T frames, each conditioned on the
+last `overlap` frames of the video so far. Keyframes then interpolation: `keyframes_then_interpolate` samples every
+stride-th frame first, then fills the frames between keyframes in windows that each see the keyframes on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vdm_jax.diffusion import sample
+from vdm_jax.models import null_conditioning
+
+METHODS = ("auto", "replacement", "reconstruction", "network")
+Weight = float | Callable[[jax.Array], jax.Array] | None
+
+
+class SamplingModel(NamedTuple):
+    """What sampling needs of a trained model: the NNX graph, its (EMA) parameters and other state, the config."""
+
+    graphdef: nnx.GraphDef
+    params: Any
+    rest: Any
+    cfg: Any  # ExperimentConfig
+
+
+def load_model(cfg, workdir: str, step: int | None = None) -> tuple[SamplingModel, int]:
+    """The EMA parameters of `workdir`'s latest (or given) checkpoint -> (SamplingModel, step)."""
+    from vdm_jax.train.loop import restore_for_inference
+
+    graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
+    return SamplingModel(graphdef, params, rest, cfg), step
+
+
+def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
+    """`method` with "auto" resolved (see the module docstring); ValueError for a combination that cannot work."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; choose one of {METHODS}")
+    weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
+    if method == "auto":
+        if cfg.model.frame_conditioning:
+            return "network"
+        return "reconstruction" if callable(weight) or weight > 0 else "replacement"
+    if method == "network" and not cfg.model.frame_conditioning:
+        raise ValueError(
+            "method='network' needs a frame-conditioned model (config.model.frame_conditioning=True); "
+            "for an unconditional model use 'replacement' or 'reconstruction'"
+        )
+    if method == "reconstruction" and not (callable(weight) or weight > 0):
+        raise ValueError(
+            "method='reconstruction' needs a weight: set config.sampler.recon_guidance_weight > 0 "
+            "(VDM: BAIR 50, Kinetics 9) or pass recon_weight"
+        )
+    return method
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight):
+    """A jitted fn(params, rest, rng, frames, mask, cond) -> samples; cached so chunks of one video compile once."""
+    weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
+    constant = 0.0 if method != "reconstruction" or callable(weight) else float(weight)
+    sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
+    weight_fn = weight if method == "reconstruction" and callable(weight) else None
+
+    def fn(params, rest, rng, frames, mask, cond):
+        model = nnx.merge(graphdef, params, rest)
+        full = dict(cond or {})
+        if method == "network":
+            full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
+
+        def denoise_fn(z, logsnr, c):
+            return model(z, logsnr, c or None, train=False)
+
+        return sample(
+            denoise_fn,
+            frames.shape,
+            rng,
+            cfg.diffusion,
+            sampler_cfg,
+            resolution=cfg.data.resolution,
+            cond=full or None,
+            null_cond=null_conditioning(cond, cfg.model) if cond else None,
+            known={"frames": frames, "mask": mask},
+            recon_weight_fn=weight_fn,
+        )
+
+    return jax.jit(fn)
+
+
+def _check_frames(cfg, frames: jax.Array, name: str) -> None:
+    r, c = cfg.data.resolution, cfg.model.channels
+    if frames.ndim != 5 or tuple(frames.shape[2:]) != (r, r, c):
+        raise ValueError(
+            f"{name} must be [N, T, {r}, {r}, {c}] (config.data.resolution, config.model.channels) in [-1, 1]; "
+            f"got shape {tuple(frames.shape)}"
+        )
+
+
+def sample_with_known(
+    model: SamplingModel,
+    rng: jax.Array,
+    frames: jax.Array,
+    mask: jax.Array,
+    *,
+    method: str = "auto",
+    recon_weight: Weight = None,
+    cond: dict | None = None,
+) -> jax.Array:
+    """One batch of samples with known frames: frames [N, T, H, W, C] in [-1, 1] (any value where unknown),
+    mask [N, T] (1 = known) -> [N, T, H, W, C], equal to `frames` where mask = 1.
+
+    cond: the model's other conditioning (labels / captions, leading dim N), or None.
+    """
+    cfg = model.cfg
+    frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
+    _check_frames(cfg, frames, "frames")
+    if mask.shape != frames.shape[:2]:
+        raise ValueError(f"mask must be [N, T]={tuple(frames.shape[:2])}; got {tuple(mask.shape)}")
+    method = resolve_method(cfg, method, recon_weight)
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight)
+    return fn(model.params, model.rest, rng, frames, mask, cond)
+
+
+def _chunk_with_context(context: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:
+    """context [N, k, ...] -> (frames [N, chunk, ...] with the context first, mask [N, chunk])."""
+    n, k = context.shape[:2]
+    frames = jnp.zeros((n, chunk, *context.shape[2:]), jnp.float32).at[:, :k].set(context)
+    mask = jnp.zeros((n, chunk), jnp.float32).at[:, :k].set(1.0)
+    return frames, mask
+
+
+def extend(
+    model: SamplingModel,
+    rng: jax.Array,
+    context: jax.Array,
+    total_frames: int,
+    *,
+    chunk: int | None = None,
+    overlap: int | None = None,
+    method: str = "auto",
+    recon_weight: Weight = None,
+    cond: dict | None = None,
+) -> jax.Array:
+    """Autoregressive extension (VDM §4.3.3): context [N, k, H, W, C] -> video [N, total_frames, H, W, C].
+
+    The first chunk of `chunk` frames (default config.data.num_frames) is conditioned on the k context frames; each
+    later chunk on the last `overlap` frames (default k) of the video so far and adds chunk − overlap new frames.
+    The video starts with the context, exactly. total_frames <= chunk is plain prediction.
+    """
+    cfg = model.cfg
+    context = jnp.asarray(context, jnp.float32)
+    _check_frames(cfg, context, "context")
+    chunk = cfg.data.num_frames if chunk is None else chunk
+    k = context.shape[1]
+    overlap = k if overlap is None else overlap
+    if not 1 <= k < chunk:
+        raise ValueError(f"context has {k} frames; give 1 .. chunk - 1 = {chunk - 1} (chunk = model frames {chunk})")
+    if not 1 <= overlap < chunk:
+        raise ValueError(f"overlap={overlap} must be in 1 .. chunk - 1 = {chunk - 1}")
+    if total_frames < k:
+        raise ValueError(f"total_frames={total_frames} is shorter than the {k} context frames")
+    run = functools.partial(sample_with_known, model, method=method, recon_weight=recon_weight, cond=cond)
+    video = run(jax.random.fold_in(rng, 0), *_chunk_with_context(context, chunk))
+    i = 1
+    while video.shape[1] < total_frames:
+        out = run(jax.random.fold_in(rng, i), *_chunk_with_context(video[:, -overlap:], chunk))
+        video = jnp.concatenate([video, out[:, overlap:]], axis=1)
+        i += 1
+    return video[:, :total_frames]
+
+
+def predict(
+    model: SamplingModel,
+    rng: jax.Array,
+    context: jax.Array,
+    num_frames: int | None = None,
+    **kwargs,
+) -> jax.Array:
+    """Video prediction: context [N, k, H, W, C] (the first k frames) -> [N, num_frames, H, W, C] (default: the model's
+    T frames) starting with the context (BAIR 1 -> 15, Kinetics-600 5 -> 11 in VDM). Longer videos are extended
+    autoregressively (see `extend`, which takes the same keyword arguments)."""
+    return extend(model, rng, context, model.cfg.data.num_frames if num_frames is None else num_frames, **kwargs)
+
+
+def keyframe_indices(total_frames: int, stride: int) -> np.ndarray:
+    """Positions of the keyframes of a total_frames video at frame stride `stride`: 0, s, 2s, ... < total_frames."""
+    if stride < 1 or total_frames < 1:
+        raise ValueError(f"stride={stride} and total_frames={total_frames} must be >= 1")
+    return np.arange(0, total_frames, stride)
+
+
+def interpolation_windows(total_frames: int, chunk: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows of `chunk` frames that fill the gaps between keyframes: [(start, write_from, write_to)].
+
+    Window j starts on keyframe w_j = j·step, step = stride·⌊(chunk − 1)/stride⌋, so it holds the keyframes at both
+    ends of each gap it writes: frames [w_j, w_j + step] (the last window: through the end, its start moved back to
+    total_frames − chunk if it would run past the end). The windows depend only on the keyframes, so they are
+    sampled in one batch.
+    """
+    if stride > chunk - 1:
+        raise ValueError(f"stride={stride} must be <= chunk - 1 = {chunk - 1}: a window must hold two keyframes")
+    if total_frames < chunk:
+        raise ValueError(f"total_frames={total_frames} must be >= the model's {chunk} frames for interpolation")
+    step = stride * ((chunk - 1) // stride)
+    windows, w = [], 0
+    while True:
+        last = w + chunk >= total_frames
+        windows.append((min(w, total_frames - chunk), w, total_frames if last else w + step + 1))
+        if last:
+            return windows
+        w += step
+
+
+def keyframes_then_interpolate(
+    model: SamplingModel,
+    rng: jax.Array,
+    context: jax.Array,
+    total_frames: int,
+    stride: int,
+    *,
+    keyframe_model: SamplingModel | None = None,
+    keyframe_overlap: int | None = None,
+    method: str = "auto",
+    recon_weight: Weight = None,
+) -> jax.Array:
+    """The two-stage long-video approach: context [N, k, H, W, C] -> [N, total_frames, H, W, C].
+
+    1. Keyframes: the frames at positions 0, s, 2s, ... (s = stride), conditioned on the context frames that fall on
+       keyframe positions, extended autoregressively with `keyframe_model` (ideally one trained at
+       data.frame_stride = s; default `model`) and `keyframe_overlap` (default: half its chunk).
+    2. Interpolation: every other frame from `model`, in windows that hold the keyframes (and context frames) on
+       both sides of their gaps, all windows in one batch.
+    Context frames and keyframes appear in the result exactly.
+    """
+    cfg = model.cfg
+    context = jnp.asarray(context, jnp.float32)
+    _check_frames(cfg, context, "context")
+    n, k = context.shape[:2]
+    chunk = cfg.data.num_frames
+    windows = interpolation_windows(total_frames, chunk, stride)
+    keys = keyframe_indices(total_frames, stride)
+    key_model = model if keyframe_model is None else keyframe_model
+    key_chunk = key_model.cfg.data.num_frames
+    key_context = context[:, ::stride]
+    overlap = max(key_context.shape[1], key_chunk // 2) if keyframe_overlap is None else keyframe_overlap
+    key_rng, fill_rng = jax.random.split(rng)
+    keyframes = extend(
+        key_model, key_rng, key_context, len(keys), overlap=overlap, method=method, recon_weight=recon_weight
+    )
+
+    position = np.arange(total_frames)
+    known = (position % stride == 0) | (position < k)
+    video = jnp.zeros((n, total_frames, *context.shape[2:]), jnp.float32).at[:, keys].set(keyframes)
+    video = video.at[:, :k].set(context)
+    frames = jnp.concatenate([video[:, s : s + chunk] for s, _, _ in windows], axis=0)  # [W·N, chunk, ...]
+    mask = np.concatenate([np.broadcast_to(known[s : s + chunk], (n, chunk)) for s, _, _ in windows], axis=0)
+    filled = sample_with_known(model, fill_rng, frames, mask, method=method, recon_weight=recon_weight)
+    for j, (start, lo, hi) in enumerate(windows):
+        video = video.at[:, lo:hi].set(filled[j * n : (j + 1) * n, lo - start : hi - start])
+    return video
