@@ -25,7 +25,9 @@ def test_config_from_default_config_and_bad_values():
     from configs.default import get_config
 
     data = get_config().data
-    assert DataConfig(**data) == DataConfig()
+    cfg = DataConfig(**data)  # The config block and the dataclass have exactly the same keys.
+    assert {f.name for f in dataclasses.fields(cfg)} == set(data.keys())
+    assert all(getattr(cfg, k) == v for k, v in data.items())
     with pytest.raises(TypeError, match="unexpected keyword"):
         DataConfig(**data, frames=3)
     for bad in ({"num_frames": 0}, {"name": "kinetics"}, {"num_image_frames": -1}, {"random_flip": 1}):
