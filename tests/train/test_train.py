@@ -167,3 +167,37 @@ def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path, moving_shapes
     assert "Traceback" not in out.stderr
     after = {p: p.stat().st_mtime_ns for p in (workdir / "checkpoints").rglob("*") if p.is_file()}
     assert before == after
+
+
+def test_init_from_image_model_into_video_model(tmp_path, moving_shapes_dir):
+    """An image model (no temporal layers) starts a video model with identity-initialised temporal layers: every
+    image parameter is loaded, only the temporal ones are reported missing, and the loaded values arrive."""
+    image = tmp_path / "image"
+    ok(
+        runs.run(
+            image,
+            *runs.TINY,
+            "--config.train.num_steps=1",
+            "--config.model.temporal_attention=false",
+            data_dir=moving_shapes_dir,
+        )
+    )
+    video = tmp_path / "video"
+    out = runs.run(
+        video,
+        *runs.TINY,
+        "--config.train.num_steps=1",
+        "--config.train.learning_rate=1e-12",  # One step that barely moves the weights.
+        "--config.model.temporal_identity_init=true",
+        f"--config.train.init_from={image / 'checkpoints'}",
+        data_dir=moving_shapes_dir,
+    )
+    ok(out)
+    assert f"init_from {image / 'checkpoints'} step 1" in out.stdout
+    src, dst = final_state(image)["params"], final_state(video)["params"]
+    src_leaves = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(src)[0]}
+    dst_leaves = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(dst)[0]}
+    assert set(src_leaves) < set(dst_leaves)
+    assert all("temporal" in k for k in set(dst_leaves) - set(src_leaves))
+    for key, value in src_leaves.items():
+        np.testing.assert_allclose(dst_leaves[key], value, atol=1e-6, err_msg=key)
