@@ -71,11 +71,14 @@ def _cost(compiled) -> dict:  # A dict, or a list of one dict in older jax versi
     return dict(analysis or {})
 
 
-def compile_train_step(cfg, mesh: Mesh, batch_size: int | None = None) -> CompiledStep:
-    """Lowers and compiles `train_step` for `cfg` on `mesh` from abstract values only."""
+def compile_train_step(cfg, mesh: Mesh, batch_size: int | None = None, *, tx=None, built=None) -> CompiledStep:
+    """Lowers and compiles `train_step` for `cfg` on `mesh` from abstract values only.
+
+    `tx` and `built` (the `(graphdef, abstract_state)` of `build_abstract`) may be passed when the caller has them.
+    """
     batch_size = batch_size or cfg.train.batch_size
-    tx = make_optimizer(cfg.train)
-    graphdef, abstract = build_abstract(cfg, tx)
+    tx = tx or make_optimizer(cfg.train)
+    graphdef, abstract = built or build_abstract(cfg, tx)
     shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
     state = with_shardings(abstract, shardings)
     batch = abstract_batch(cfg, batch_size, mesh)

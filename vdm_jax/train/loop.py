@@ -167,7 +167,7 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
 
     # ---------------------------------------------------------------- the compiled step
     rng = jax.jit(lambda: jax.random.key(cfg.seed), out_shardings=replicated)()
-    step_fn = compile_train_step(cfg, mesh)
+    step_fn = compile_train_step(cfg, mesh, tx=tx, built=(graphdef, abstract))
     compiled = step_fn.compiled
     logging.info("Parameters: %d; FLOPs per train step (XLA): %.3g", num_params, step_fn.flops)
     if is_chief:
