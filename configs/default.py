@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (parameters stay float32).
     model.remat_policy = "none"  # Rematerialisation per block: none | full | dots | dots_no_batch (jax policies).
     model.attention_impl = "xla"  # jax.nn.dot_product_attention backend: xla | cudnn (fused; NVIDIA GPU, bfloat16).
+    model.spatial_attention = "softmax"  # softmax | linear (O(HW) linear attention outside the middle block).
 
     # ---------------------------------------------------------------- diffusion (vdm_jax.diffusion.DiffusionConfig)
     config.diffusion = diffusion = ml_collections.ConfigDict()

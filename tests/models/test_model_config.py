@@ -44,6 +44,7 @@ def test_frozen():
         (dict(head_dim=0), "head_dim"),
         (dict(text_conditioning="builtin", text_embed_dim=20, head_dim=8), "text_embed_dim"),
         (dict(attention_impl="cudnn", dtype="float32"), "attention_impl"),
+        (dict(spatial_attention="performer"), "spatial_attention"),
     ],
 )
 def test_invalid_values_name_the_key(overrides, key):

@@ -1,12 +1,21 @@
-"""Temporal attention against a naive oracle, and the relative-position buckets."""
+"""Temporal and linear spatial attention against naive oracles, and the relative-position buckets."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdm_jax.models.attention import MAX_REL_DISTANCE, NUM_REL_BUCKETS, TemporalAttention, relative_position_buckets
+from vdm_jax.models import UNet3D
+from vdm_jax.models.attention import (
+    MAX_REL_DISTANCE,
+    NUM_REL_BUCKETS,
+    SpatialAttention,
+    TemporalAttention,
+    linear_attend,
+    relative_position_buckets,
+)
 from vdm_jax.models.layers import num_groups
+from unet_helpers import RES, apply, build, tiny_config
 
 
 def test_buckets_depend_only_on_the_offset_and_clip():
@@ -48,3 +57,57 @@ def test_temporal_attention_matches_naive_oracle():
     seg = np.array([[0, 0, 0, 1, 2], [0, 0, 0, 0, 0]], np.int32)
     got = np.asarray(nnx.jit(lambda m, a, s: m(a, s))(block, jnp.asarray(x), jnp.asarray(seg)))
     np.testing.assert_allclose(got, naive_temporal(block, x, seg), atol=2e-5, rtol=1e-4)
+
+
+def naive_linear(q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per query i: sum_j w_ij v_j with w_ij = softmax_d(q_i) . softmax_l(k)_j, as explicit weights (float64)."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    sq = np.exp(q - q.max(-1, keepdims=True))
+    sq /= sq.sum(-1, keepdims=True)
+    sk = np.exp(k - k.max(1, keepdims=True))
+    sk /= sk.sum(1, keepdims=True)
+    weights = np.einsum("nihd,njhd->nhij", sq, sk)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-12)  # a convex combination of the values
+    return np.einsum("nhij,njhe->nihe", weights, v)
+
+
+def test_linear_attention_matches_explicit_weights():
+    q, k, v = (np.asarray(jax.random.normal(jax.random.key(i), (2, 37, 3, 8))) * 3.0 for i in range(3))
+    got = np.asarray(jax.jit(linear_attend)(q, k, v))
+    np.testing.assert_allclose(got, naive_linear(q, k, v), atol=1e-5, rtol=1e-4)
+    # Constant values come back unchanged, whatever the queries and keys.
+    const = np.broadcast_to(v[:, :1], v.shape)
+    np.testing.assert_allclose(np.asarray(linear_attend(q, k, const)), const, atol=1e-5)
+
+
+def test_linear_spatial_attention_is_per_frame_and_shares_parameters():
+    kwargs = dict(dtype=jnp.float32, impl="xla", rngs=nnx.Rngs(3))
+    soft = SpatialAttention(16, 8, **kwargs)
+    lin = SpatialAttention(16, 8, linear=True, **kwargs)
+    shapes = jax.tree.map(jnp.shape, nnx.state(soft, nnx.Param))
+    assert shapes == jax.tree.map(jnp.shape, nnx.state(lin, nnx.Param))  # checkpoints move between the two
+    nnx.update(lin, nnx.state(soft, nnx.Param))
+    lin.out_kernel[...] = jax.random.normal(jax.random.key(4), lin.out_kernel.shape)
+    x = jax.random.normal(jax.random.key(5), (2, 3, 4, 5, 16))
+    full = lin(x)
+    assert not np.allclose(full, x, atol=1e-3)
+    # Frame t's output depends on frame t only.
+    x2 = x.at[:, 1].set(jax.random.normal(jax.random.key(6), x[:, 1].shape))
+    moved = np.abs(np.asarray(lin(x2) - full)).max(axis=(2, 3, 4))
+    assert moved[:, 1].min() > 1e-3 and moved[:, [0, 2]].max() < 1e-6
+
+
+def test_unet_linear_spatial_attention_outside_the_middle_only():
+    cfg = tiny_config(spatial_attention="linear", attn_resolutions=(16, 8))
+    model = UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0))
+    kinds = {path: m.linear for path, m in nnx.iter_graph(model) if isinstance(m, SpatialAttention)}
+    middle = [p for p in kinds if p[0] == "mid1"]
+    assert middle and not any(kinds[p] for p in middle)
+    assert all(kinds[p] for p in kinds if p[0] in ("down", "up")) and len(kinds) > 2
+    # The same parameters give a different function than softmax attention, and a finite one.
+    soft = build(tiny_config(attn_resolutions=(16, 8)), seed=1)
+    linear = build(cfg, seed=1)
+    z = jax.random.normal(jax.random.key(0), (1, 3, RES, RES, 3))
+    logsnr = jnp.zeros((1,))
+    a, b = np.asarray(apply(soft, z, logsnr)), np.asarray(apply(linear, z, logsnr))
+    assert np.all(np.isfinite(b)) and np.abs(a - b).max() > 1e-5  # float32 rounding alone: ~1e-7

@@ -67,11 +67,28 @@ def attend(q, k, v, *, bias=None, mask=None, impl: str = "xla") -> jax.Array:
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=impl)
 
 
-class SpatialAttention(nnx.Module):
-    """Self-attention among the H*W positions of each frame: ``[B, T, H, W, C] -> same``, residual."""
+def linear_attend(q, k, v) -> jax.Array:
+    """Linear ("efficient") attention of Shen et al. 2021 over ``[N, L, heads, d]`` arrays, in O(L d^2).
 
-    def __init__(self, channels: int, head_dim: int, *, dtype, impl: str, rngs: nnx.Rngs):
-        self.heads, self.dtype, self.impl = channels // head_dim, dtype, impl
+    Queries are normalised by a softmax over their d features, keys by a softmax over the L positions, and the output
+    is ``q (k^T v)``. Each output is therefore a convex combination of the values (weights ``sum_j q_i . k_j = 1``),
+    like softmax attention, but without the ``[L, L]`` score matrix. Softmaxes run in float32.
+    """
+    q = jax.nn.softmax(q.astype(jnp.float32), axis=-1).astype(v.dtype)
+    k = jax.nn.softmax(k.astype(jnp.float32), axis=1).astype(v.dtype)
+    context = jnp.einsum("nlhd,nlhe->nhde", k, v)
+    return jnp.einsum("nlhd,nhde->nlhe", q, context)
+
+
+class SpatialAttention(nnx.Module):
+    """Self-attention among the H*W positions of each frame: ``[B, T, H, W, C] -> same``, residual.
+
+    ``linear=True`` replaces softmax attention by :func:`linear_attend` (same parameters), whose cost grows linearly
+    with H*W: the spatial attention of video-diffusion-pytorch's U-Net outside its middle block.
+    """
+
+    def __init__(self, channels: int, head_dim: int, *, dtype, impl: str, rngs: nnx.Rngs, linear: bool = False):
+        self.heads, self.dtype, self.impl, self.linear = channels // head_dim, dtype, impl, linear
         self.norm = group_norm(channels, rngs=rngs)
         self.qkv = _qkv_param(channels, self.heads, head_dim, rngs)
         self.out_kernel, self.out_bias = _out_params(self.heads, head_dim, channels, False, rngs)
@@ -80,7 +97,7 @@ class SpatialAttention(nnx.Module):
         b, t, h, w, c = x.shape
         xn = norm_frames(self.norm, x, self.dtype).reshape((b * t, h * w, c))
         q, k, v = jnp.einsum("nlc,schd->snlhd", xn, self.qkv[...].astype(self.dtype))
-        o = attend(q, k, v, impl=self.impl)
+        o = linear_attend(q, k, v) if self.linear else attend(q, k, v, impl=self.impl)
         o = jnp.einsum("nlhd,hdc->nlc", o, self.out_kernel[...].astype(self.dtype))
         return x + (o + self.out_bias[...].astype(self.dtype)).reshape(x.shape).astype(x.dtype)
 

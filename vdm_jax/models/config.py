@@ -18,6 +18,7 @@ import jax.numpy as jnp
 TEXT_MODES = ("none", "builtin", "precomputed")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 ATTENTION_IMPLS = ("xla", "cudnn")
+SPATIAL_ATTENTION = ("softmax", "linear")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -52,6 +53,7 @@ class ModelConfig:
     dtype: str = "float32"
     remat_policy: str = "none"
     attention_impl: str = "xla"
+    spatial_attention: str = "softmax"
 
     def __init__(self, **kwargs: Any) -> None:
         known = {f.name for f in dataclasses.fields(self)}
@@ -142,6 +144,8 @@ class ModelConfig:
             fail("remat_policy", self.remat_policy, f"must be one of {tuple(REMAT_POLICIES)}")
         if self.attention_impl not in ATTENTION_IMPLS:
             fail("attention_impl", self.attention_impl, f"must be one of {ATTENTION_IMPLS}")
+        if self.spatial_attention not in SPATIAL_ATTENTION:
+            fail("spatial_attention", self.spatial_attention, f"must be one of {SPATIAL_ATTENTION}")
         if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
             fail("attention_impl", "cudnn", "cuDNN fused attention needs --config.model.dtype=bfloat16")
 

@@ -5,7 +5,8 @@ Layout (following the 2-D U-Net of Ho et al. 2020 with the VDM changes):
 (ResBlock, attention, ResBlock) -> mirrored up path with num_res_blocks + 1 blocks per level fed by skip connections,
 Upsample between levels -> GroupNorm, SiLU, conv_out``. Convolutions are 1x3x3 (space only); each attention block is
 spatial self-attention, optional text cross-attention, then temporal self-attention across frames (skipped for T = 1
-or ``temporal_attention=False``). Noise-level and conditioning enter every ResBlock by FiLM. The network is given a
+or ``temporal_attention=False``); ``spatial_attention="linear"`` makes the spatial attention outside the middle block
+linear in H*W. Noise-level and conditioning enter every ResBlock by FiLM. The network is given a
 log-SNR and returns a tensor shaped like ``z``; what it predicts (eps, v, x) is the diffusion code's business.
 
 Logical axis names (mapped to mesh axes by ``config.parallel.rules``, see ``vdm_jax.parallel``):
@@ -33,9 +34,10 @@ from vdm_jax.parallel import constrain
 class AttentionBlock(nnx.Module):
     """Spatial self-attention, then text cross-attention (if any), then temporal self-attention (if enabled)."""
 
-    def __init__(self, channels: int, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int, cfg: ModelConfig, *, rngs: nnx.Rngs, middle: bool = False):
         dtype, impl = cfg.compute_dtype, cfg.attention_impl
-        self.spatial = SpatialAttention(channels, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs)
+        linear = cfg.spatial_attention == "linear" and not middle
+        self.spatial = SpatialAttention(channels, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs, linear=linear)
         text = cfg.text_conditioning != "none"
         self.cross = (
             CrossAttention(channels, cfg.text_embed_dim, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs)
@@ -62,9 +64,11 @@ class AttentionBlock(nnx.Module):
 class Stage(nnx.Module):
     """One ResBlock and, at attention resolutions, one AttentionBlock: the unit of rematerialisation."""
 
-    def __init__(self, in_ch: int, out_ch: int, attention: bool, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    def __init__(
+        self, in_ch: int, out_ch: int, attention: bool, cfg: ModelConfig, *, rngs: nnx.Rngs, middle: bool = False
+    ):
         self.res = ResBlock(in_ch, out_ch, cfg.emb_dim, cfg.dropout, dtype=cfg.compute_dtype, rngs=rngs)
-        self.attn = AttentionBlock(out_ch, cfg, rngs=rngs) if attention else None
+        self.attn = AttentionBlock(out_ch, cfg, rngs=rngs, middle=middle) if attention else None
 
     def __call__(self, x, emb, context, context_mask, segment_ids, rngs, train: bool, run_temporal: bool):
         x = self.res(x, emb, train=train, rngs=rngs)
@@ -101,7 +105,7 @@ class UNet3D(nnx.Module):
                 skips.append(ch)
         self.down = nnx.List(down)
 
-        self.mid1 = Stage(ch, ch, attn[-1], cfg, rngs=rngs)
+        self.mid1 = Stage(ch, ch, attn[-1], cfg, rngs=rngs, middle=True)
         self.mid2 = Stage(ch, ch, False, cfg, rngs=rngs)
 
         up = []
