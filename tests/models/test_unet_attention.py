@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from unet_helpers import RES, apply, build, tiny_config
 
 from vdm_jax.models import UNet3D
 from vdm_jax.models.attention import (
@@ -15,7 +16,6 @@ from vdm_jax.models.attention import (
     relative_position_buckets,
 )
 from vdm_jax.models.layers import num_groups
-from unet_helpers import RES, apply, build, tiny_config
 
 
 def test_buckets_depend_only_on_the_offset_and_clip():
