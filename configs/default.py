@@ -67,8 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- sampler (vdm_jax.diffusion.SamplerConfig)
     config.sampler = sampler = ml_collections.ConfigDict()
-    sampler.name = "ddim"  # ancestral | ddim | pc (predictor-corrector) | dpm_solver (DPM-Solver++(2M)).
-    sampler.num_steps = 32  # Sampling steps (network evaluations per step: 1; pc: 1 + corrector steps).
+    sampler.name = "ancestral"  # ancestral | ddim | pc (predictor-corrector) | dpm_solver (DPM-Solver++(2M)).
+    sampler.num_steps = 100  # Sampling steps (network evaluations per step: 1; pc: 1 + corrector steps).
     sampler.gamma = 0.1  # ancestral/pc: variance interpolation exponent (VDM: 0.1 UCF-101, 0.3 Kinetics).
     sampler.eta = 0.0  # ddim: 0 = deterministic DDIM, 1 = DDPM-like.
     sampler.corrector_steps = 1  # pc: Langevin corrector steps per predictor step.
@@ -80,7 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- train (vdm_jax.train.TrainConfig)
     config.train = train = ml_collections.ConfigDict()
-    train.num_steps = 1200  # Optimizer steps.
+    train.num_steps = 2000  # Optimizer steps.
     train.batch_size = 8  # Global batch (videos), split over the mesh's data axes.
     train.learning_rate = 2e-3  # Peak learning rate.
     train.warmup_steps = 100  # Linear warm-up from 0.
@@ -92,11 +92,11 @@ def get_config() -> ml_collections.ConfigDict:
     train.ema_decay = 0.995  # EMA of the parameters, used for sampling and evaluation.
     train.grad_accum_steps = 1  # Micro-batches accumulated per optimizer step.
     train.log_every = 50  # Steps between metric writes.
-    train.checkpoint_every = 400  # Steps between (asynchronous) checkpoints.
+    train.checkpoint_every = 500  # Steps between (asynchronous) checkpoints.
     train.keep_checkpoints = 3  # Checkpoints kept.
-    train.sample_every = 400  # Steps between sample grids (GIF + MP4 + TensorBoard); 0 = only at the end.
+    train.sample_every = 500  # Steps between sample grids (GIF + MP4 + TensorBoard); 0 = only at the end.
     train.num_samples = 8  # Videos per sample grid.
-    train.eval_every = 400  # Steps between evaluations (config.eval); 0 = only at the end.
+    train.eval_every = 500  # Steps between evaluations (config.eval); 0 = only at the end.
     train.init_from = ""  # Checkpoint directory to start from (loads what matches, e.g. image -> video model).
 
     # ---------------------------------------------------------------- eval (vdm_jax.evaluation.EvalConfig)

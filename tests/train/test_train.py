@@ -38,7 +38,9 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 def test_default_config_trains_checkpoints_and_samples(tmp_path, moving_shapes_dir):
     workdir = tmp_path / "run"
-    ok(runs.run(workdir, *runs.SMALL_SPLITS, "--config.train.num_steps=2", data_dir=moving_shapes_dir))
+    # The default model, data and sampler; only the step counts are cut (a sampling step costs ~0.25 s here).
+    steps = ("--config.train.num_steps=2", "--config.sampler.num_steps=10")
+    ok(runs.run(workdir, *runs.SMALL_SPLITS, *steps, data_dir=moving_shapes_dir))
     assert os.path.isdir(workdir / "checkpoints" / "2")
     samples = sorted(os.listdir(workdir / "samples"))
     assert any(s.endswith(".gif") for s in samples) and any(s.endswith(".mp4") for s in samples), samples
