@@ -123,24 +123,28 @@ def evaluate(cfg, workdir: str, *, num: int, k: int, weights: list[float], overl
     uncond = conditional.sample_with_known(model, rng, np.zeros((num, t, r, r, 3)), np.zeros((num, t)))
     results["unconditional_temporal"] = summarise(np.asarray(uncond), np.asarray(uncond)[:, :k], real, examples, k)
 
-    def run(fn) -> dict:
+    def run(name: str, fn) -> None:
         t0 = time.time()
         out = np.asarray(fn())
-        return {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
+        results[name] = {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
+        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # progress: results as they come
 
     def method_of(w):
         return {"method": "replacement" if w is None else "reconstruction", "recon_weight": w}
 
     for name, w in [("replacement", None), *[(f"reconstruction_w{w:g}", w) for w in weights]]:
-        results[f"predict_{name}"] = run(lambda w=w: conditional.predict(model, rng, context, **method_of(w)))
+        run(f"predict_{name}", lambda w=w: conditional.predict(model, rng, context, **method_of(w)))
     best = max(weights, key=lambda w: -results[f"predict_reconstruction_w{w:g}"]["trajectory_error_px"])
     for name, w in [("replacement", None), (f"reconstruction_w{best:g}", best)]:
-        results[f"extend4x_{name}"] = run(
-            lambda w=w: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **method_of(w))
+        run(
+            f"extend4x_{name}",
+            lambda w=w: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **method_of(w)),
         )
-        results[f"keyframes_s{stride}_{name}"] = run(
-            lambda w=w: conditional.keyframes_then_interpolate(model, rng, context, 4 * t, stride, **method_of(w))
-        )
+        if stride:
+            run(
+                f"keyframes_s{stride}_{name}",
+                lambda w=w: conditional.keyframes_then_interpolate(model, rng, context, 4 * t, stride, **method_of(w)),
+            )
     results["real_4T"] = summarise(real, context, real, examples, k)
     return results
 
@@ -154,7 +158,9 @@ if __name__ == "__main__":
     parser.add_argument("--k", type=int, default=2, help="conditioning frames")
     parser.add_argument("--weights", default="2,10,50", help="reconstruction-guidance weights w_r to compare")
     parser.add_argument("--overlap", type=int, default=4, help="extension: frames shared by consecutive chunks")
-    parser.add_argument("--stride", type=int, default=2, help="keyframes-then-interpolation frame stride")
+    parser.add_argument(
+        "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
+    )
     args = parser.parse_args()
     config = experiment_config(args.workdir, args.set)
     if args.stage in ("train", "all"):
