@@ -118,3 +118,18 @@ def test_eval_order_and_load_examples_agree(tiny_shapes):
 def test_text_max_length_zero_drops_tokens(tiny_shapes):
     b = batches(iterator(tiny_shapes, text_max_length=0), 1)[0]
     assert "text_tokens" not in b and set(b) == {"video", "segment_ids", "label"}
+
+
+def test_conditioning_batch_walks_the_test_split(tiny_shapes):
+    """Evaluation batches of a text / class model are conditioned on successive test captions (wrapping around)."""
+    import ml_collections
+
+    from vdm_jax.models.text import tokenize
+    from vdm_jax.train.loop import conditioning_batch
+
+    cfg = ml_collections.ConfigDict({"data": tiny_shapes, "model": {"num_classes": 3, "text_conditioning": "builtin"}})
+    captions = list(load_examples(tiny_shapes, "test")["caption"])  # 16 test clips
+    for offset, expect in [(0, captions[:8]), (8, captions[8:]), (12, captions[12:] + captions[:4])]:
+        cond = conditioning_batch(cfg, 8, offset=offset)
+        np.testing.assert_array_equal(cond["text_tokens"], tokenize(expect, tiny_shapes.text_max_length))
+        np.testing.assert_array_equal(cond["label"], (offset + np.arange(8)) % 3)

@@ -58,9 +58,7 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
     videos = []
     batches = math.ceil(num / batch)
     for i in range(batches):
-        cond = conditioning_batch(cfg, batch)
-        if cond is not None and "label" in cond:  # Cycle through all classes across batches.
-            cond["label"] = (cond["label"] + i * batch) % cfg.model.num_classes
+        cond = conditioning_batch(cfg, batch, offset=i * batch)  # labels cycle on; captions move down the test split
         rng = jax.random.fold_in(jax.random.key(seed), i)
         videos.append(generate(sample_fn, params, rest, rng, num=batch, num_frames=cfg.data.num_frames, cond=cond))
         if progress:
