@@ -23,6 +23,14 @@ def load_config(path: str, overrides: list[str]):
     return configuration.from_config_dict(configuration.load_config_file(path, overrides))
 
 
+def main_command(workdir: str, overrides: list[str], config: str = "configs/default.py") -> list[str]:
+    """The user's launch line after `python`: `main.py --config=<config> --workdir=<workdir> --config.<key=value>...`.
+
+    Run it from the repository root: `subprocess.run([sys.executable, *main_command(...)], cwd=ROOT)`.
+    """
+    return ["main.py", f"--config={config}", f"--workdir={workdir}", *[f"--config.{kv}" for kv in overrides]]
+
+
 def timed(fn, *, repeats: int, warmup: int = 1) -> list[float]:
     """Wall seconds of `fn()` (which must block until its work is done), after `warmup` untimed calls."""
     for _ in range(warmup):

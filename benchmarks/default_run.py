@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import load_average  # noqa: E402
+from benchmarks.common import load_average, main_command  # noqa: E402
 
 
 def scalar_curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
@@ -57,9 +57,8 @@ def main() -> None:
 
     result = {"config": args.config, "overrides": args.set, "workdir": args.workdir}
     if not args.no_run:
-        command = [sys.executable, "main.py", f"--config={args.config}", f"--workdir={args.workdir}"]
-        command += [f"--config.{kv}" for kv in args.set]
-        result["command"] = " ".join(command[1:])
+        command = [sys.executable, *main_command(args.workdir, args.set, args.config)]
+        result["command"] = "python " + " ".join(command[1:])
         result["load_average_start"] = load_average()
         start = time.perf_counter()
         proc = subprocess.run(command, cwd=ROOT)

@@ -25,14 +25,13 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from benchmarks.common import load_average  # noqa: E402
+from benchmarks.common import load_average, main_command  # noqa: E402
 from benchmarks.default_run import scalar_curves  # noqa: E402
 
 
 def run_main(workdir: str, overrides: list[str]) -> float:
     """`python main.py --config=configs/default.py --workdir=<workdir> --config.<override>...`; returns wall seconds."""
-    cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--config=configs/default.py", f"--workdir={workdir}"]
-    cmd += [f"--config.{o}" for o in overrides]
+    cmd = [sys.executable, *main_command(workdir, overrides)]
     t0 = time.time()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
