@@ -120,16 +120,30 @@ def test_text_max_length_zero_drops_tokens(tiny_shapes):
     assert "text_tokens" not in b and set(b) == {"video", "segment_ids", "label"}
 
 
-def test_conditioning_batch_walks_the_test_split(tiny_shapes):
-    """Evaluation batches of a text / class model are conditioned on successive test captions (wrapping around)."""
+def test_evaluation_batches_take_successive_test_captions(tiny_shapes, monkeypatch):
+    """Evaluating a text / class model: each sample gets its own test caption and label (cycling through a small
+    split), batch after batch; before, every batch reused the first captions."""
     import ml_collections
 
+    from vdm_jax.evaluation import entry
     from vdm_jax.models.text import tokenize
-    from vdm_jax.train.loop import conditioning_batch
+    from vdm_jax.train import sampling
 
-    cfg = ml_collections.ConfigDict({"data": tiny_shapes, "model": {"num_classes": 3, "text_conditioning": "builtin"}})
+    model = {"num_classes": 3, "text_conditioning": "builtin"}
+    cfg = ml_collections.ConfigDict({"data": tiny_shapes, "model": model, "eval": {"batch_size": 8}})
     captions = list(load_examples(tiny_shapes, "test")["caption"])  # 16 test clips
-    for offset, expect in [(0, captions[:8]), (8, captions[8:]), (12, captions[12:] + captions[:4])]:
-        cond = conditioning_batch(cfg, 8, offset=offset)
-        np.testing.assert_array_equal(cond["text_tokens"], tokenize(expect, tiny_shapes.text_max_length))
-        np.testing.assert_array_equal(cond["label"], (offset + np.arange(8)) % 3)
+    seen = []
+
+    def fake_generate(sample_fn, params, rest, rng, *, num, num_frames, cond):
+        seen.append(cond)
+        return np.zeros((num, num_frames, 1, 1, 3), np.float32)
+
+    monkeypatch.setattr(sampling, "generate", fake_generate)
+    videos = entry.sample_for_eval(cfg, None, None, None, num=20, seed=0)
+    assert videos.shape[0] == 20 and len(seen) == 3
+    expect = captions + captions[:8]  # 3 batches of 8: the split's 16 captions, then from the top again
+    for i, cond in enumerate(seen):
+        np.testing.assert_array_equal(
+            cond["text_tokens"], tokenize(expect[8 * i : 8 * (i + 1)], tiny_shapes.text_max_length)
+        )
+        np.testing.assert_array_equal(cond["label"], (8 * i + np.arange(8)) % 3)

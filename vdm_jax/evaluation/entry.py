@@ -57,8 +57,9 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
     batch = min(cfg.eval.batch_size, num)
     videos = []
     batches = math.ceil(num / batch)
+    every = conditioning_batch(cfg, batches * batch)  # one label / test caption per sample, read once
     for i in range(batches):
-        cond = conditioning_batch(cfg, batch, offset=i * batch)  # labels cycle on; captions move down the test split
+        cond = None if every is None else {k: v[i * batch : (i + 1) * batch] for k, v in every.items()}
         rng = jax.random.fold_in(jax.random.key(seed), i)
         videos.append(generate(sample_fn, params, rest, rng, num=batch, num_frames=cfg.data.num_frames, cond=cond))
         if progress:

@@ -46,17 +46,17 @@ def _check_workdir(workdir: str) -> None:
         raise TrainingError(f"cannot write to --workdir={workdir} ({e.strerror}); choose a writable directory") from e
 
 
-def conditioning_batch(cfg, num: int, offset: int = 0):
-    """Conditioning for samples `offset .. offset + num - 1`: labels cycling through the classes; captions of those
-    examples of the test split (so successive batches of an evaluation get different captions)."""
+def conditioning_batch(cfg, num: int):
+    """Conditioning for `num` samples: labels cycling through the classes; the captions of the first `num` test
+    examples (cycling through the split when it holds fewer)."""
     cond = {}
     if cfg.model.num_classes > 0:
-        cond["label"] = (offset + np.arange(num, dtype=np.int32)) % cfg.model.num_classes
+        cond["label"] = np.arange(num, dtype=np.int32) % cfg.model.num_classes
     if cfg.model.text_conditioning == "builtin":
         from vdm_jax.models.text import tokenize
 
-        available = vdm_data.load_examples(cfg.data, split="test", num=offset + num)["caption"]
-        captions = list(available[(offset + np.arange(num)) % len(available)])  # wraps around a small test split
+        available = vdm_data.load_examples(cfg.data, split="test", num=num)["caption"]
+        captions = list(available[np.arange(num) % len(available)])
         cond["text_tokens"] = np.asarray(tokenize(captions, cfg.data.text_max_length))
     return cond or None
 
