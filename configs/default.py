@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.channel_mults = (1, 2)  # Channel multiplier per resolution level; len - 1 downsamplings (space only).
     model.num_res_blocks = 1  # ResNet blocks per resolution level.
     model.attn_resolutions = (8,)  # Spatial sizes (H) at which spatial + temporal attention blocks run.
+    model.temporal_attn_resolutions = ()  # Further sizes with temporal attention alone (cheap: T frames per pixel).
     model.head_dim = 32  # Channels per attention head.
     model.dropout = 0.0  # Dropout in ResNet blocks (VDM UCF-101: 0.1).
     model.emb_dim = 128  # Width of the noise-level / conditioning embedding fed to FiLM.

@@ -45,6 +45,7 @@ def test_frozen():
         (dict(text_conditioning="builtin", text_embed_dim=20, head_dim=8), "text_embed_dim"),
         (dict(attention_impl="cudnn", dtype="float32"), "attention_impl"),
         (dict(spatial_attention="performer"), "spatial_attention"),
+        (dict(temporal_attn_resolutions=(0,)), "temporal_attn_resolutions"),
     ],
 )
 def test_invalid_values_name_the_key(overrides, key):
@@ -58,6 +59,8 @@ def test_attention_resolution_never_reached():
         cfg.validate_input(4, 16)
     with pytest.raises(ValueError, match="never reached"):
         UNet3D(cfg, resolution=16, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"temporal_attn_resolutions=\(4,\): \[4\] never reached"):
+        tiny_config(temporal_attn_resolutions=(4,)).validate_input(4, 16)
 
 
 def test_size_not_divisible_by_downsampling():
@@ -73,3 +76,8 @@ def test_head_dim_must_divide_channels_where_attention_runs():
     with pytest.raises(ValueError, match="head_dim=16 does not divide the 24 channels"):
         UNet3D(cfg, resolution=16, rngs=nnx.Rngs(0))
     tiny_config(base_channels=12, head_dim=16, attn_resolutions=()).validate_input(4, 16)  # no attention: fine
+    # A level with temporal attention alone needs it too, unless temporal attention is off.
+    temporal_only = dict(base_channels=12, head_dim=8, attn_resolutions=(), temporal_attn_resolutions=(16,))
+    with pytest.raises(ValueError, match="head_dim=8 does not divide the 12 channels of level 0"):
+        tiny_config(**temporal_only).validate_input(4, 16)
+    tiny_config(**temporal_only, temporal_attention=False).validate_input(4, 16)

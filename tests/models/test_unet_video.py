@@ -1,4 +1,5 @@
-"""The U-Net on videos: shapes, frame independence in joint image-video batches, T = 1 and temporal attention off."""
+"""The U-Net on videos: shapes, frame independence in joint image-video batches, T = 1, temporal attention off, and
+temporal attention alone at a level (`temporal_attn_resolutions`)."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 from unet_helpers import RES, apply, build, tiny_config, video
+
+from vdm_jax.models import UNet3D, load_matching_params
 
 ATOL = 1e-5
 
@@ -84,3 +87,43 @@ def test_logsnr_matters(model):
     b = apply(model, z, jnp.array([5.0, -5.0]))
     diff = np.abs(np.asarray(a - b)).max(axis=(1, 2, 3, 4))
     assert diff[0] > 1e-3 and diff[1] == 0.0
+
+
+def test_temporal_only_level_adds_frame_mixing_and_nothing_else():
+    """`temporal_attn_resolutions=(16,)`: the 16x16 stages get temporal attention alone (no spatial attention). With
+    those blocks' output projections at zero (identity init), the network is exactly the one without them; once they
+    move off zero, the frames of a video mix and appended image frames still stay independent."""
+    plain = build(tiny_config(), seed=6)
+    rngs = nnx.Rngs(jax.random.key(2, impl="rbg"))
+    extra = UNet3D(tiny_config(temporal_attn_resolutions=(16,), temporal_identity_init=True), resolution=RES, rngs=rngs)
+    state, report = load_matching_params(nnx.state(extra), nnx.state(plain))
+    assert not report.unused and not report.mismatched
+    assert report.missing and all("/attn/temporal/" in p for p in report.missing)
+    nnx.update(extra, state)
+    for stage in (extra.down[0], extra.up[-1]):  # 16x16 stages
+        assert stage.attn.spatial is None and stage.attn.temporal is not None
+    assert plain.down[0].attn is None and extra.down[2].attn.spatial is not None  # the 8x8 stage keeps both
+
+    z = video(6, (2, 6, RES, RES, 3))
+    seg = jnp.array([[0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 0]], jnp.int32)
+    logsnr = jnp.array([0.5, -1.0])
+    np.testing.assert_allclose(
+        np.asarray(apply(extra, z, logsnr, segment_ids=seg)),
+        np.asarray(apply(plain, z, logsnr, segment_ids=seg)),
+        atol=ATOL,
+    )
+
+    for path, var in nnx.iter_graph(extra):
+        if "temporal" in path and path[-1] == "out_kernel":
+            var[...] = jnp.full(var.shape, 0.05)
+    base = np.asarray(apply(extra, z, logsnr, segment_ids=seg))
+    assert np.abs(base - np.asarray(apply(plain, z, logsnr, segment_ids=seg))).max() > 1e-4
+    out = np.asarray(apply(extra, z.at[:, 1].add(1.0), logsnr, segment_ids=seg))
+    diff = np.abs(out - base).max(axis=(2, 3, 4))
+    assert (diff[0, [0, 2, 3]] > 1e-4).all() and diff[0, 4:].max() < ATOL and (diff[1] > 1e-4).all()
+
+
+def test_temporal_attention_off_drops_temporal_only_levels():
+    cfg = tiny_config(temporal_attention=False, temporal_attn_resolutions=(16,))
+    model = UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0))
+    assert model.down[0].attn is None and model.down[2].attn.temporal is None

@@ -39,6 +39,7 @@ class ModelConfig:
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attn_resolutions: tuple[int, ...] = (16, 8)
+    temporal_attn_resolutions: tuple[int, ...] = ()
     head_dim: int = 32
     dropout: float = 0.0
     emb_dim: int = 128
@@ -65,7 +66,7 @@ class ModelConfig:
             )
         for f in dataclasses.fields(self):
             value = kwargs.get(f.name, f.default)
-            if f.name in ("channel_mults", "attn_resolutions"):
+            if f.name in ("channel_mults", "attn_resolutions", "temporal_attn_resolutions"):
                 value = tuple(int(v) for v in value)
             object.__setattr__(self, f.name, value)
         self._check()
@@ -106,8 +107,21 @@ class ModelConfig:
         return tuple(resolution // 2**i for i in range(self.num_levels))
 
     def attention_levels(self, resolution: int) -> tuple[bool, ...]:
-        """Per level: whether its blocks carry (spatial + temporal) attention, for inputs of ``resolution``."""
+        """Per level: whether its blocks carry spatial (and temporal) attention, for inputs of ``resolution``."""
         return tuple(r in self.attn_resolutions for r in self.level_resolutions(resolution))
+
+    @property
+    def temporal_resolutions(self) -> tuple[int, ...]:
+        """The spatial sizes whose blocks carry temporal attention (when ``temporal_attention``)."""
+        return self.attn_resolutions + tuple(
+            r for r in self.temporal_attn_resolutions if r not in self.attn_resolutions
+        )
+
+    def temporal_levels(self, resolution: int) -> tuple[bool, ...]:
+        """Per level: whether its blocks carry temporal attention, for inputs of ``resolution``."""
+        if not self.temporal_attention:
+            return (False,) * self.num_levels
+        return tuple(r in self.temporal_resolutions for r in self.level_resolutions(resolution))
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
@@ -119,8 +133,9 @@ class ModelConfig:
                 fail(key, getattr(self, key), "must be a positive integer")
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             fail("channel_mults", self.channel_mults, "must be a non-empty tuple of positive integers, e.g. (1, 2, 2)")
-        if any(r <= 0 for r in self.attn_resolutions):
-            fail("attn_resolutions", self.attn_resolutions, "spatial sizes must be positive")
+        for key in ("attn_resolutions", "temporal_attn_resolutions"):
+            if any(r <= 0 for r in getattr(self, key)):
+                fail(key, getattr(self, key), "spatial sizes must be positive")
         if not 0.0 <= self.dropout < 1.0:
             fail("dropout", self.dropout, "must be in [0, 1)")
         if not 0.0 <= self.cond_drop_prob <= 1.0:
@@ -166,13 +181,15 @@ class ModelConfig:
                     f"of channel_mults={self.channel_mults}; change data.resolution or use fewer levels"
                 )
         levels = self.level_resolutions(resolution)
-        missing = [r for r in self.attn_resolutions if r not in levels]
-        if missing:
-            raise ValueError(
-                f"config.model.attn_resolutions={self.attn_resolutions}: {missing} never reached; with resolution "
-                f"{resolution} and channel_mults={self.channel_mults} the U-Net runs at sizes {levels}"
-            )
-        attention = self.attention_levels(resolution)
+        for key in ("attn_resolutions", "temporal_attn_resolutions"):
+            missing = [r for r in getattr(self, key) if r not in levels]
+            if missing:
+                raise ValueError(
+                    f"config.model.{key}={getattr(self, key)}: {missing} never reached; with resolution "
+                    f"{resolution} and channel_mults={self.channel_mults} the U-Net runs at sizes {levels}"
+                )
+        spatial, temporal = self.attention_levels(resolution), self.temporal_levels(resolution)
+        attention = [a or t for a, t in zip(spatial, temporal, strict=True)]
         for level, (ch, has_attn) in enumerate(zip(self.level_channels, attention, strict=True)):
             if has_attn and ch % self.head_dim:
                 raise ValueError(

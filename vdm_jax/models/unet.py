@@ -5,9 +5,11 @@ Layout (following the 2-D U-Net of Ho et al. 2020 with the VDM changes):
 (ResBlock, attention, ResBlock) -> mirrored up path with num_res_blocks + 1 blocks per level fed by skip connections,
 Upsample between levels -> GroupNorm, SiLU, conv_out``. Convolutions are 1x3x3 (space only); each attention block is
 spatial self-attention, optional text cross-attention, then temporal self-attention across frames (skipped for T = 1
-or ``temporal_attention=False``); ``spatial_attention="linear"`` makes the spatial attention outside the middle block
-linear in H*W. Noise-level and conditioning enter every ResBlock by FiLM. The network is given a
-log-SNR and returns a tensor shaped like ``z``; what it predicts (eps, v, x) is the diffusion code's business.
+or ``temporal_attention=False``). Levels in ``temporal_attn_resolutions`` but not in ``attn_resolutions`` carry
+temporal attention alone (cheap: it mixes only T frames per pixel). ``spatial_attention="linear"`` makes the spatial
+attention outside the middle block linear in H*W. Noise-level and conditioning enter every ResBlock by FiLM. The
+network is given a log-SNR and returns a tensor shaped like ``z``; what it predicts (eps, v, x) is the diffusion
+code's business.
 
 Logical axis names (mapped to mesh axes by ``config.parallel.rules``, see ``vdm_jax.parallel``):
 
@@ -32,28 +34,43 @@ from vdm_jax.parallel import constrain
 
 
 class AttentionBlock(nnx.Module):
-    """Spatial self-attention, then text cross-attention (if any), then temporal self-attention (if enabled)."""
+    """Spatial self-attention (if ``spatial``), then text cross-attention (if any), then temporal self-attention (if
+    ``temporal``). A temporal-only block (``temporal_attn_resolutions``) has neither spatial nor cross-attention."""
 
-    def __init__(self, channels: int, cfg: ModelConfig, *, rngs: nnx.Rngs, middle: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        cfg: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        spatial: bool = True,
+        temporal: bool = True,
+        middle: bool = False,
+    ):
         dtype, impl = cfg.compute_dtype, cfg.attention_impl
         linear = cfg.spatial_attention == "linear" and not middle
-        self.spatial = SpatialAttention(channels, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs, linear=linear)
+        self.spatial = (
+            SpatialAttention(channels, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs, linear=linear)
+            if spatial
+            else None
+        )
         text = cfg.text_conditioning != "none"
         self.cross = (
             CrossAttention(channels, cfg.text_embed_dim, cfg.head_dim, dtype=dtype, impl=impl, rngs=rngs)
-            if text
+            if text and spatial
             else None
         )
         self.temporal = (
             TemporalAttention(
                 channels, cfg.head_dim, identity_init=cfg.temporal_identity_init, dtype=dtype, impl=impl, rngs=rngs
             )
-            if cfg.temporal_attention
+            if temporal and cfg.temporal_attention
             else None
         )
 
     def __call__(self, x, context, context_mask, segment_ids, run_temporal: bool) -> jax.Array:
-        x = self.spatial(x)
+        if self.spatial is not None:
+            x = self.spatial(x)
         if self.cross is not None:
             x = self.cross(x, context, context_mask)
         if self.temporal is not None and run_temporal:
@@ -62,13 +79,29 @@ class AttentionBlock(nnx.Module):
 
 
 class Stage(nnx.Module):
-    """One ResBlock and, at attention resolutions, one AttentionBlock: the unit of rematerialisation."""
+    """One ResBlock and, where the level has attention, one AttentionBlock: the unit of rematerialisation.
+
+    ``attention``: spatial (+ cross + temporal) attention; ``temporal``: temporal attention, alone if not ``attention``.
+    """
 
     def __init__(
-        self, in_ch: int, out_ch: int, attention: bool, cfg: ModelConfig, *, rngs: nnx.Rngs, middle: bool = False
+        self,
+        in_ch: int,
+        out_ch: int,
+        attention: bool,
+        cfg: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        temporal: bool = False,
+        middle: bool = False,
     ):
         self.res = ResBlock(in_ch, out_ch, cfg.emb_dim, cfg.dropout, dtype=cfg.compute_dtype, rngs=rngs)
-        self.attn = AttentionBlock(out_ch, cfg, rngs=rngs, middle=middle) if attention else None
+        temporal = (attention or temporal) and cfg.temporal_attention
+        self.attn = (
+            AttentionBlock(out_ch, cfg, rngs=rngs, spatial=attention, temporal=temporal, middle=middle)
+            if attention or temporal
+            else None
+        )
 
     def __call__(self, x, emb, context, context_mask, segment_ids, rngs, train: bool, run_temporal: bool):
         x = self.res(x, emb, train=train, rngs=rngs)
@@ -89,7 +122,7 @@ class UNet3D(nnx.Module):
         self.cfg = cfg
         self.resolution = resolution
         dtype = cfg.compute_dtype
-        attn = cfg.attention_levels(resolution)
+        attn, temp = cfg.attention_levels(resolution), cfg.temporal_levels(resolution)
         chans = cfg.level_channels
         self.cond_embed = ConditionEmbedding(cfg, rngs=rngs)
         self.conv_in = conv(cfg.in_channels, cfg.base_channels, dtype=dtype, rngs=rngs)
@@ -97,7 +130,7 @@ class UNet3D(nnx.Module):
         down, skips, ch = [], [cfg.base_channels], cfg.base_channels
         for level, out_ch in enumerate(chans):
             for _ in range(cfg.num_res_blocks):
-                down.append(Stage(ch, out_ch, attn[level], cfg, rngs=rngs))
+                down.append(Stage(ch, out_ch, attn[level], cfg, rngs=rngs, temporal=temp[level]))
                 ch = out_ch
                 skips.append(ch)
             if level < cfg.num_levels - 1:
@@ -105,13 +138,13 @@ class UNet3D(nnx.Module):
                 skips.append(ch)
         self.down = nnx.List(down)
 
-        self.mid1 = Stage(ch, ch, attn[-1], cfg, rngs=rngs, middle=True)
+        self.mid1 = Stage(ch, ch, attn[-1], cfg, rngs=rngs, temporal=temp[-1], middle=True)
         self.mid2 = Stage(ch, ch, False, cfg, rngs=rngs)
 
         up = []
         for level in reversed(range(cfg.num_levels)):
             for _ in range(cfg.num_res_blocks + 1):
-                up.append(Stage(ch + skips.pop(), chans[level], attn[level], cfg, rngs=rngs))
+                up.append(Stage(ch + skips.pop(), chans[level], attn[level], cfg, rngs=rngs, temporal=temp[level]))
                 ch = chans[level]
             if level > 0:
                 up.append(Upsample(ch, dtype=dtype, rngs=rngs))
