@@ -43,8 +43,8 @@ class AttentionBlock(nnx.Module):
         cfg: ModelConfig,
         *,
         rngs: nnx.Rngs,
-        spatial: bool = True,
-        temporal: bool = True,
+        spatial: bool,
+        temporal: bool,
         middle: bool = False,
     ):
         dtype, impl = cfg.compute_dtype, cfg.attention_impl
@@ -64,7 +64,7 @@ class AttentionBlock(nnx.Module):
             TemporalAttention(
                 channels, cfg.head_dim, identity_init=cfg.temporal_identity_init, dtype=dtype, impl=impl, rngs=rngs
             )
-            if temporal and cfg.temporal_attention
+            if temporal
             else None
         )
 
@@ -81,7 +81,7 @@ class AttentionBlock(nnx.Module):
 class Stage(nnx.Module):
     """One ResBlock and, where the level has attention, one AttentionBlock: the unit of rematerialisation.
 
-    ``attention``: spatial (+ cross + temporal) attention; ``temporal``: temporal attention, alone if not ``attention``.
+    ``attention``: spatial (+ cross) attention; ``temporal``: temporal attention (``ModelConfig.temporal_levels``).
     """
 
     def __init__(
@@ -96,7 +96,6 @@ class Stage(nnx.Module):
         middle: bool = False,
     ):
         self.res = ResBlock(in_ch, out_ch, cfg.emb_dim, cfg.dropout, dtype=cfg.compute_dtype, rngs=rngs)
-        temporal = (attention or temporal) and cfg.temporal_attention
         self.attn = (
             AttentionBlock(out_ch, cfg, rngs=rngs, spatial=attention, temporal=temporal, middle=middle)
             if attention or temporal
