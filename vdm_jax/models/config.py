@@ -110,18 +110,12 @@ class ModelConfig:
         """Per level: whether its blocks carry spatial (and temporal) attention, for inputs of ``resolution``."""
         return tuple(r in self.attn_resolutions for r in self.level_resolutions(resolution))
 
-    @property
-    def temporal_resolutions(self) -> tuple[int, ...]:
-        """The spatial sizes whose blocks carry temporal attention (when ``temporal_attention``)."""
-        return self.attn_resolutions + tuple(
-            r for r in self.temporal_attn_resolutions if r not in self.attn_resolutions
-        )
-
     def temporal_levels(self, resolution: int) -> tuple[bool, ...]:
         """Per level: whether its blocks carry temporal attention, for inputs of ``resolution``."""
         if not self.temporal_attention:
             return (False,) * self.num_levels
-        return tuple(r in self.temporal_resolutions for r in self.level_resolutions(resolution))
+        sizes = set(self.attn_resolutions) | set(self.temporal_attn_resolutions)
+        return tuple(r in sizes for r in self.level_resolutions(resolution))
 
     # ------------------------------------------------------------------ validation
     def _check(self) -> None:
