@@ -42,7 +42,7 @@ def check(name: str, batch_size: int | None, mesh_shape: str) -> dict:
         "batch_size": batch,
         "video": [cfg.data.num_frames + cfg.data.num_image_frames, cfg.data.resolution, cfg.data.resolution],
         "num_params": step.num_params,
-        # XLA's cost analysis is of the partitioned per-device program; the step's total is num_devices times it.
+        # flops_per_step: the lowered (whole, unpartitioned) program; flops_per_device: the compiled per-device one.
         "flops_per_device": step.flops_per_device,
         "flops_per_step": step.flops,
         "bytes_per_device": step.bytes_per_device,

@@ -117,6 +117,7 @@ def main() -> None:
         "steps_per_second": 1.0 / seconds,
         "videos_per_second": cfg.train.batch_size / seconds,
         "flops_per_step": step.flops,
+        "flops_per_step_compiled": step.flops_per_device * step.num_devices,  # backend-specific (see CompiledStep)
         "flops_per_video": step.flops / cfg.train.batch_size,
         "achieved_flops_per_second": achieved,
         "bytes_per_device_compiled": step.bytes_per_device,
