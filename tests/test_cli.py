@@ -76,6 +76,32 @@ def test_every_config_file_loads():
         configuration.from_config_dict(load_config_file(str(path), []))
 
 
+_CHECK_WITHOUT_TF = """
+import sys
+from vdm_jax import configuration
+for path in sys.argv[1:]:
+    configuration.from_config_dict(configuration.load_config_file(path, []))
+bad = configuration.load_config_file("configs/moving_mnist.py", ["model.channels=3"])
+try:
+    configuration.from_config_dict(bad)
+except configuration.ConfigError as e:
+    print("rejected:", e)
+print("loaded:", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tensorflow_datasets")))
+"""
+
+
+def test_configs_are_checked_without_importing_tensorflow():
+    """Every config file is checked (the channel count of its dataset included) without TensorFlow, so a bad config
+    fails in a second and machines without TensorFlow (an inference or GPU box) can check configs."""
+    paths = sorted(str(p) for p in (ROOT / "configs").glob("*.py") if not p.name.startswith("_"))
+    out = subprocess.run(
+        [sys.executable, "-c", _CHECK_WITHOUT_TF, *paths], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rejected:" in out.stdout and "--config.model.channels=1" in out.stdout
+    assert "loaded: []" in out.stdout
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci/run").read_text()

@@ -15,56 +15,13 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from vdm_jax.data import moving_shapes, video_folder
-from vdm_jax.data.config import DataConfig
+from vdm_jax.data.config import CATALOG, DataConfig, num_channels
 from vdm_jax.errors import UserError
 
 
 class DatasetNotPreparedError(UserError, FileNotFoundError):
     """A catalog dataset is missing from data_dir; the message holds the command that prepares it."""
 
-
-@dataclasses.dataclass(frozen=True)
-class CatalogEntry:
-    """A dataset of the TFDS catalog that needs downloading (which we never do implicitly)."""
-
-    tfds_name: str
-    frames_key: str
-    label_key: str | None
-    channels: int
-    splits: dict[str, str]
-    disk: str  # what preparing it costs, for the error message
-    notes: str = ""
-
-
-# Download sizes are those of TFDS's checksums files; prepared sizes are our estimates for the encoded frames.
-CATALOG: dict[str, CatalogEntry] = {
-    "ucf101": CatalogEntry(
-        tfds_name="ucf101/ucf101_1_256",
-        frames_key="video",
-        label_key="label",
-        channels=3,
-        splits={"train": "train", "test": "test"},
-        disk="a 7.0 GB download (UCF101_videos.zip) plus roughly 15-20 GB for the 256x256 JPEG frames",
-        notes="needs the `ffmpeg` binary on PATH while preparing (TFDS extracts frames with it)",
-    ),
-    "bair_robot_pushing_small": CatalogEntry(
-        tfds_name="bair_robot_pushing_small",
-        frames_key="image_main",
-        label_key=None,
-        channels=3,
-        splits={"train": "train", "test": "test"},
-        disk="a 32.3 GB download (bair_robot_pushing_dataset_v0.tar) plus about 2.5 GB prepared",
-    ),
-    "moving_mnist": CatalogEntry(
-        tfds_name="moving_mnist",
-        frames_key="image_sequence",
-        label_key=None,
-        channels=1,
-        # The published file has 10,000 sequences, all in TFDS's `test` split; we hold out its last 10%.
-        splits={"train": "test[:90%]", "test": "test[90%:]"},
-        disk="an 819 MB download (mnist_test_seq.npy) plus about 0.1 GB prepared",
-    ),
-}
 
 # moving_shapes stores at least this many frames, so that clip starts and strides have room.
 MOVING_SHAPES_MIN_FRAMES = 16
@@ -189,11 +146,6 @@ def dataset_spec(cfg: DataConfig, *, require_prepared: bool = True) -> DatasetSp
     caption_key = "caption" if "caption" in features else None
     num_classes = features[label_key].num_classes if label_key else 0
     return DatasetSpec(builder, frames_key, label_key, caption_key, channels, num_classes, splits)
-
-
-def num_channels(cfg: DataConfig) -> int:
-    """Channels of the videos `cfg` yields: 1 for moving_mnist, 3 otherwise. Needs no prepared data."""
-    return CATALOG[cfg.name].channels if cfg.name in CATALOG else 3
 
 
 def check_channels(cfg: DataConfig, model_channels: int) -> None:

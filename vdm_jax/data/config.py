@@ -1,10 +1,55 @@
-"""`DataConfig`: the typed form of `config.data` (configs/default.py documents every key)."""
+"""`DataConfig`: the typed form of `config.data` (configs/default.py documents every key), and what is known about
+the datasets without TensorFlow (the download catalog, channel counts), so that configs are checked without it."""
 
 from __future__ import annotations
 
 import dataclasses
 
-DATASETS = ("moving_shapes", "video_folder", "ucf101", "bair_robot_pushing_small", "moving_mnist")
+
+@dataclasses.dataclass(frozen=True)
+class CatalogEntry:
+    """A dataset of the TFDS catalog that needs downloading (which we never do implicitly)."""
+
+    tfds_name: str
+    frames_key: str
+    label_key: str | None
+    channels: int
+    splits: dict[str, str]
+    disk: str  # what preparing it costs, for the error message
+    notes: str = ""
+
+
+# Download sizes are those of TFDS's checksums files; prepared sizes are our estimates for the encoded frames.
+CATALOG: dict[str, CatalogEntry] = {
+    "ucf101": CatalogEntry(
+        tfds_name="ucf101/ucf101_1_256",
+        frames_key="video",
+        label_key="label",
+        channels=3,
+        splits={"train": "train", "test": "test"},
+        disk="a 7.0 GB download (UCF101_videos.zip) plus roughly 15-20 GB for the 256x256 JPEG frames",
+        notes="needs the `ffmpeg` binary on PATH while preparing (TFDS extracts frames with it)",
+    ),
+    "bair_robot_pushing_small": CatalogEntry(
+        tfds_name="bair_robot_pushing_small",
+        frames_key="image_main",
+        label_key=None,
+        channels=3,
+        splits={"train": "train", "test": "test"},
+        disk="a 32.3 GB download (bair_robot_pushing_dataset_v0.tar) plus about 2.5 GB prepared",
+    ),
+    "moving_mnist": CatalogEntry(
+        tfds_name="moving_mnist",
+        frames_key="image_sequence",
+        label_key=None,
+        channels=1,
+        # The published file has 10,000 sequences, all in TFDS's `test` split; we hold out its last 10%.
+        splits={"train": "test[:90%]", "test": "test[90%:]"},
+        disk="an 819 MB download (mnist_test_seq.npy) plus about 0.1 GB prepared",
+    ),
+}
+
+DATASETS = ("moving_shapes", "video_folder", *CATALOG)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,3 +103,8 @@ class DataConfig:
         for key in ("data_dir", "video_dir", "captions_file"):
             if not isinstance(getattr(self, key), str):
                 raise ValueError(f"data.{key}={getattr(self, key)!r} must be a string path ('' = unset)")
+
+
+def num_channels(cfg: DataConfig) -> int:
+    """Channels of the videos `cfg` yields: 1 for moving_mnist, 3 otherwise. Needs no prepared data."""
+    return CATALOG[cfg.name].channels if cfg.name in CATALOG else 3
