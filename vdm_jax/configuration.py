@@ -88,14 +88,12 @@ def from_config_dict(config: ml_collections.ConfigDict | dict) -> ExperimentConf
 
 def _check_across_groups(cfg: ExperimentConfig) -> None:
     """Settings that are only wrong in combination."""
-    from vdm_jax.data import num_channels
+    from vdm_jax.data import check_channels
 
-    channels = num_channels(cfg.data)
-    if channels != cfg.model.channels:
-        raise ConfigError(
-            f"dataset {cfg.data.name!r} has {channels} channel(s) but config.model.channels={cfg.model.channels}; "
-            f"set --config.model.channels={channels}"
-        )
+    try:
+        check_channels(cfg.data, cfg.model.channels)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     try:
         cfg.model.validate_input(num_frames=cfg.data.num_frames, resolution=cfg.data.resolution)
     except ValueError as e:

@@ -46,24 +46,21 @@ print(json.dumps(rows))
 """
 
 
-def _step_flops(devices: int, meshes: list[tuple[str, str]]) -> dict:
+def test_step_flops_count_the_whole_step_on_any_mesh():
+    """`CompiledStep.flops` is the whole step's: the same under 4-way data parallelism and 4-way FSDP, and equal to
+    the compiled per-device programs' counts times 4 on CPU (where XLA counts every convolution), up to the work
+    that partitioning repeats on every device (FSDP: +6% at this tiny size)."""
+    meshes = [("(4,1,1)", "data_parallel"), ("(1,4,1)", "fsdp")]
     out = subprocess.run(
         [sys.executable, "-c", _FLOPS_SCRIPT, json.dumps(meshes)],
         cwd=runs.ROOT,
-        env=runs.env(devices=devices),
+        env=runs.env(devices=4),
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert out.returncode == 0, out.stderr[-4000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def test_step_flops_count_the_whole_step_on_any_mesh():
-    """`CompiledStep.flops` is the whole step's: the same under 4-way data parallelism and 4-way FSDP, and equal to
-    the compiled per-device programs' counts times 4 on CPU (where XLA counts every convolution), up to the work
-    that partitioning repeats on every device (FSDP: +6% at this tiny size)."""
-    rows = _step_flops(4, [("(4,1,1)", "data_parallel"), ("(1,4,1)", "fsdp")])
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
     flops = rows["(4,1,1)"][0]
     assert flops > 5e8  # 8 videos of 4x16x16 through an 8/16-channel U-Net, forward and backward: 0.9 GFLOP
     for total, per_device, devices in rows.values():

@@ -1,19 +1,19 @@
 """Video data: TFDS builders (embedded `moving_shapes`, user video folders, catalog datasets) and the input pipeline.
 
-`DataConfig` and `num_channels` are importable without TensorFlow, so configs are checked without it; everything else
-is loaded on first use (TensorFlow takes ~3 s to import), so `from vdm_jax.data import make_iterator` works as usual.
+`DataConfig` and the channel checks are importable without TensorFlow, so configs are checked without it; everything
+else is loaded on first use (TensorFlow takes ~3 s to import), so `from vdm_jax.data import make_iterator` works as
+usual.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from vdm_jax.data.config import DATASETS, DataConfig, num_channels
+from vdm_jax.data.config import DATASETS, DataConfig, check_channels, num_channels
 
 _LAZY = {
     "prepare": "vdm_jax.data.catalog",
     "dataset_spec": "vdm_jax.data.catalog",
-    "check_channels": "vdm_jax.data.catalog",
     "DatasetNotPreparedError": "vdm_jax.data.catalog",
     "make_iterator": "vdm_jax.data.pipeline",
     "DataIterator": "vdm_jax.data.pipeline",
@@ -22,7 +22,7 @@ _LAZY = {
     "caption": "vdm_jax.data.shapes_render",
 }
 
-__all__ = ["DATASETS", "DataConfig", "num_channels", *_LAZY]
+__all__ = ["DATASETS", "DataConfig", "check_channels", "num_channels", *_LAZY]
 
 
 def __getattr__(name: str):

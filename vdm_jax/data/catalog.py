@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from vdm_jax.data import moving_shapes, video_folder
-from vdm_jax.data.config import CATALOG, DataConfig, num_channels
+from vdm_jax.data.config import CATALOG, DataConfig
 from vdm_jax.errors import UserError
 
 
@@ -146,13 +146,3 @@ def dataset_spec(cfg: DataConfig, *, require_prepared: bool = True) -> DatasetSp
     caption_key = "caption" if "caption" in features else None
     num_classes = features[label_key].num_classes if label_key else 0
     return DatasetSpec(builder, frames_key, label_key, caption_key, channels, num_classes, splits)
-
-
-def check_channels(cfg: DataConfig, model_channels: int) -> None:
-    """Raises a ValueError naming the fix when the model's channel count does not match the dataset's."""
-    expected = num_channels(cfg)
-    if model_channels != expected:
-        raise ValueError(
-            f"data.name={cfg.name!r} has {expected}-channel videos but model.channels={model_channels}; "
-            f"set --config.model.channels={expected}"
-        )

@@ -108,3 +108,13 @@ class DataConfig:
 def num_channels(cfg: DataConfig) -> int:
     """Channels of the videos `cfg` yields: 1 for moving_mnist, 3 otherwise. Needs no prepared data."""
     return CATALOG[cfg.name].channels if cfg.name in CATALOG else 3
+
+
+def check_channels(cfg: DataConfig, model_channels: int) -> None:
+    """Raises a ValueError naming the fix when the model's channel count does not match the dataset's."""
+    expected = num_channels(cfg)
+    if model_channels != expected:
+        raise ValueError(
+            f"data.name={cfg.name!r} has {expected}-channel videos but model.channels={model_channels}; "
+            f"set --config.model.channels={expected}"
+        )
