@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from unet_helpers import RES, apply, build, tiny_config, video
 
-from vdm_jax.models import UNet3D, load_matching_params
+from vdm_jax.models import INPUT_KERNEL, UNet3D, load_matching_params
 
 B, T = 2, 5
 LOGSNR = jnp.array([2.0, -1.0])
@@ -71,3 +71,29 @@ def test_loads_from_raw_checkpoint_dicts():
     assert not report.missing and not report.unused and not report.mismatched
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(nnx.state(src)), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_frame_conditioned_model_started_from_unconditional_equals_it():
+    """The input kernel grows by C + 1 channels (known frames, mask); zero-extended, the frame-conditioned model
+    computes exactly what the unconditional one does, whatever frames it is given; moved off zero, it reads them."""
+    uncond = build(tiny_config(), seed=0)
+    fc = build(tiny_config(frame_conditioning=True), seed=1)
+    plain, plain_report = load_matching_params(nnx.state(fc), nnx.state(uncond))
+    assert ("conv_in/kernel", (3, 3, 7, 16), (3, 3, 3, 16)) in plain_report.mismatched  # not without zero_extend
+    state, report = load_matching_params(nnx.state(fc), nnx.state(uncond), zero_extend=(INPUT_KERNEL,))
+    assert report.extended == (INPUT_KERNEL,) and INPUT_KERNEL in report.loaded
+    assert not report.mismatched and not report.missing and not report.unused
+    assert "zero-extended" in report.summary()
+    nnx.update(fc, state)
+
+    z = video(0, (B, T, RES, RES, 3))
+    mask = jnp.array([[1.0, 1, 0, 0, 0], [1, 0, 1, 0, 1]])
+    cond = {"known_frames": video(1, z.shape) * mask[:, :, None, None, None], "known_mask": mask}
+    want = np.asarray(apply(uncond, z, LOGSNR))
+    np.testing.assert_allclose(np.asarray(apply(fc, z, LOGSNR, cond)), want, atol=1e-5)
+    kernel = fc.conv_in.kernel
+    kernel[...] = kernel[...].at[:, :, 3:].set(0.1)
+    assert np.abs(np.asarray(apply(fc, z, LOGSNR, cond)) - want).max() > 1e-3
+    # The other way (a frame-conditioned source, an unconditional destination) cannot be narrowed: left as it was.
+    _, back = load_matching_params(nnx.state(uncond), nnx.state(fc), zero_extend=(INPUT_KERNEL,))
+    assert [m[0] for m in back.mismatched] == [INPUT_KERNEL] and not back.extended

@@ -203,3 +203,28 @@ def test_init_from_image_model_into_video_model(tmp_path, moving_shapes_dir):
     assert all("temporal" in k for k in set(dst_leaves) - set(src_leaves))
     for key, value in src_leaves.items():
         np.testing.assert_allclose(dst_leaves[key], value, atol=1e-6, err_msg=key)
+
+
+def test_init_from_unconditional_model_into_frame_conditioned_model(tmp_path, moving_shapes_dir):
+    """`init_from` an unconditional run into a frame-conditioned model: the input kernel is zero-extended (the
+    source fills the z channels, the known-frame and mask channels start at zero) and everything else is loaded."""
+    uncond = tmp_path / "uncond"
+    ok(runs.run(uncond, *runs.TINY, "--config.train.num_steps=1", data_dir=moving_shapes_dir))
+    fc = tmp_path / "fc"
+    out = runs.run(
+        fc,
+        *runs.TINY,
+        "--config.train.num_steps=1",
+        "--config.train.learning_rate=1e-12",
+        "--config.model.frame_conditioning=true",
+        f"--config.train.init_from={uncond / 'checkpoints'}",
+        data_dir=moving_shapes_dir,
+    )
+    ok(out)
+    assert "1 zero-extended in input channels [conv_in/kernel]" in out.stdout
+    assert "0 missing" in out.stdout and "0 with other shapes" in out.stdout
+    src, dst = final_state(uncond)["ema_params"], final_state(fc)["ema_params"]
+    src_kernel, dst_kernel = (np.asarray(p["conv_in"]["kernel"]["value"]) for p in (src, dst))
+    assert dst_kernel.shape == (*src_kernel.shape[:2], 7, src_kernel.shape[3])
+    np.testing.assert_allclose(dst_kernel[:, :, :3], src_kernel, atol=1e-6)
+    np.testing.assert_allclose(dst_kernel[:, :, 3:], 0.0, atol=1e-6)

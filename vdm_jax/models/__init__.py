@@ -6,10 +6,11 @@ Build: ``UNet3D(ModelConfig(**config.model), resolution=config.data.resolution, 
 from vdm_jax.models.conditioning import check_conditioning, drop_conditioning, null_conditioning
 from vdm_jax.models.config import ModelConfig
 from vdm_jax.models.text import VOCAB_SIZE, detokenize, tokenize
-from vdm_jax.models.transfer import TransferReport, load_matching_params
+from vdm_jax.models.transfer import INPUT_KERNEL, TransferReport, load_matching_params
 from vdm_jax.models.unet import UNet3D
 
 __all__ = [
+    "INPUT_KERNEL",
     "VOCAB_SIZE",
     "ModelConfig",
     "TransferReport",

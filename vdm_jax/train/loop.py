@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from vdm_jax import data as vdm_data
 from vdm_jax.errors import UserError
 from vdm_jax.evaluation.entry import evaluate_videos, sample_for_eval
-from vdm_jax.models import load_matching_params
+from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
 from vdm_jax.train.checkpoint import Checkpointer
@@ -80,15 +80,17 @@ def restore_for_inference(cfg, workdir: str, step: int | None):
 
 
 def _load_init_from(state: TrainState, path: str) -> TrainState:
-    """Starts from another run's weights: copies every parameter whose path and shape match, reports the rest."""
+    """Starts from another run's weights: copies every parameter whose path and shape match, reports the rest. A
+    frame-conditioned model started from an unconditional one gets its input kernel with the new (known-frame and
+    mask) input channels at zero, so it starts as the unconditional model."""
     ckpt = Checkpointer(path, keep=1000)
     step = ckpt.latest_step()
     if step is None:
         raise TrainingError(f"--config.train.init_from={path}: no checkpoint there (expected a run's checkpoints dir)")
     source = ckpt.restore_raw(step)
     ckpt.close()
-    params, report = load_matching_params(state.params, source["params"])
-    ema, _ = load_matching_params(state.ema_params, source["ema_params"])
+    params, report = load_matching_params(state.params, source["params"], zero_extend=(INPUT_KERNEL,))
+    ema, _ = load_matching_params(state.ema_params, source["ema_params"], zero_extend=(INPUT_KERNEL,))
     logging.info("init_from %s (step %d): %s", path, step, report)
     print(f"init_from {path} step {step}: {report}")
     return state.replace(params=params, ema_params=ema)
