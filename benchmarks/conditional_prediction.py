@@ -1,17 +1,20 @@
-"""Conditional generation from an unconditional model on the embedded moving_shapes data (VDM §3.1). Prints JSON.
+"""Conditional generation on the embedded moving_shapes data (VDM §3.1). Prints JSON.
 
-Trains (or, when --workdir already holds a finished run, reuses) the default config's unconditional model, then
-measures with the temporal-consistency metrics (`vdm_jax.evaluation.temporal_consistency`):
-  - prediction of T - k frames from the first k real frames, by replacement vs reconstruction guidance;
-  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last k frames);
-  - keyframes then interpolation (4T frames: keyframes at stride 4, then the frames between them);
-  - how well the conditioning frames are reproduced (their mean absolute error; 0 by construction of the samplers),
-    and how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline that
-    repeats the last context frame).
+Trains (or, when --workdir already holds a run, reuses it with its saved config) a model, by default the default
+config's unconditional one, then measures with the temporal-consistency metrics
+(`vdm_jax.evaluation.temporal_consistency`):
+  - prediction of T - k frames from the first k real frames: replacement vs reconstruction guidance for an
+    unconditional model, the known frames as network inputs for a frame-conditioned one;
+  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames);
+  - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them);
+  - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
+    samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
+    that repeats the last context frame), and how far generated objects are from the real trajectories.
 
   python benchmarks/conditional_prediction.py --workdir=/tmp/cond_run     # trains as main.py does, then evaluates
-  python benchmarks/conditional_prediction.py --workdir=runs/default --stage=eval   # a finished default run
+  python benchmarks/conditional_prediction.py --workdir=runs/default --stage=eval   # a finished run
   python benchmarks/conditional_prediction.py --workdir=runs/default --stage=eval --set sampler.num_steps=64
+  python benchmarks/conditional_prediction.py --workdir=/tmp/fc --set model.frame_conditioning=True # frame-conditioned
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def experiment_config(workdir: str, extra: list[str]):
-    """The default config (`configs/default.py`, the CPU demo) plus `--set` overrides: the model measured here is
-    the one `python main.py --config=configs/default.py` trains, so `--workdir` may be that run's directory."""
-    del workdir
+    """The config of the run in `workdir` (its saved config.json: an unconditional or a frame-conditioned model) or,
+    for a new workdir, the default config (`configs/default.py`, the CPU demo), plus `--set` overrides."""
+    from vdm_jax import configuration
+
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        return configuration.from_config_dict(configuration.load_run_config(workdir, extra))
     from benchmarks.common import load_config
 
     return load_config("configs/default.py", extra)
@@ -129,21 +135,24 @@ def evaluate(cfg, workdir: str, *, num: int, k: int, weights: list[float], overl
         results[name] = {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # progress: results as they come
 
-    def method_of(w):
-        return {"method": "replacement" if w is None else "reconstruction", "recon_weight": w}
-
-    for name, w in [("replacement", None), *[(f"reconstruction_w{w:g}", w) for w in weights]]:
-        run(f"predict_{name}", lambda w=w: conditional.predict(model, rng, context, **method_of(w)))
-    best = max(weights, key=lambda w: -results[f"predict_reconstruction_w{w:g}"]["trajectory_error_px"])
-    for name, w in [("replacement", None), (f"reconstruction_w{best:g}", best)]:
-        run(
-            f"extend4x_{name}",
-            lambda w=w: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **method_of(w)),
-        )
+    # An unconditional model: replacement against reconstruction guidance at each weight; a frame-conditioned one
+    # reads the known frames as inputs (the "network" method).
+    if cfg.model.frame_conditioning:
+        methods = {"network": {"method": "network"}}
+    else:
+        methods = {"replacement": {"method": "replacement"}}
+        methods.update({f"reconstruction_w{w:g}": {"method": "reconstruction", "recon_weight": w} for w in weights})
+    for name, kwargs in methods.items():
+        run(f"predict_{name}", lambda kw=kwargs: conditional.predict(model, rng, context, **kw))
+    guided = [name for name in methods if name != "replacement"]
+    best = min(guided, key=lambda name: results[f"predict_{name}"]["trajectory_error_px"])
+    for name in [n for n in ("replacement", best) if n in methods]:
+        kwargs = methods[name]
+        run(f"extend4x_{name}", lambda kw=kwargs: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **kw))
         if stride:
             run(
                 f"keyframes_s{stride}_{name}",
-                lambda w=w: conditional.keyframes_then_interpolate(model, rng, context, 4 * t, stride, **method_of(w)),
+                lambda kw=kwargs: conditional.keyframes_then_interpolate(model, rng, context, 4 * t, stride, **kw),
             )
     results["real_4T"] = summarise(real, context, real, examples, k)
     return results

@@ -1,5 +1,6 @@
 """The command-line contract: main.py flags, config loading and overrides, and the README <-> CI commands."""
 
+import dataclasses
 import importlib
 import pathlib
 import re
@@ -69,6 +70,30 @@ def test_typed_boundary_names_the_bad_key():
         load_config_file(str(ROOT / "configs/default.py"), ["train.nope=1"])
     with pytest.raises(configuration.ConfigError, match="expected a int"):
         load_config_file(str(ROOT / "configs/default.py"), ["train.num_steps=many"])
+
+
+def test_run_config_round_trips_and_takes_overrides(tmp_path):
+    """A run's saved config.json (tuples stored as JSON lists) comes back as the same ExperimentConfig, and typed
+    overrides of tuple and scalar keys apply to it as they do to a config file."""
+    cfg = configuration.from_config_dict(
+        load_config_file(
+            str(ROOT / "configs/default.py"), ["model.frame_conditioning=True", "model.attn_resolutions=(16, 8)"]
+        )
+    )
+    (tmp_path / "config.json").write_text(cfg.to_json())
+    assert configuration.from_config_dict(configuration.load_run_config(str(tmp_path))) == cfg
+    changed = configuration.from_config_dict(
+        configuration.load_run_config(str(tmp_path), ["sampler.num_steps=25", "model.temporal_attn_resolutions=(16,)"])
+    )
+    assert changed == dataclasses.replace(
+        cfg,
+        sampler=dataclasses.replace(cfg.sampler, num_steps=25),
+        model=dataclasses.replace(cfg.model, temporal_attn_resolutions=(16,)),
+    )
+    with pytest.raises(configuration.ConfigError, match="expected a int"):
+        configuration.load_run_config(str(tmp_path), ["sampler.num_steps=many"])
+    with pytest.raises(configuration.ConfigError, match="not the workdir of a training run"):
+        configuration.load_run_config(str(tmp_path / "elsewhere"))
 
 
 def test_every_config_file_loads():

@@ -124,7 +124,6 @@ def load_config_file(path: str, overrides: list[str] | tuple[str, ...] = ()) -> 
     Values are parsed as Python literals (falling back to strings) and must keep the key's type; unknown keys fail.
     For notebooks, benchmarks and tests that need a config without a command line.
     """
-    import ast
     import importlib.util
     import os
     import sys
@@ -137,7 +136,29 @@ def load_config_file(path: str, overrides: list[str] | tuple[str, ...] = ()) -> 
         raise ConfigError(f"cannot load config file {path!r}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config()
+    return apply_overrides(module.get_config(), overrides)
+
+
+def load_run_config(workdir: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+    """The config a training run saved (`<workdir>/config.json`) with `key.sub=value` overrides (e.g. sampler
+    settings): the model, data and diffusion of that run, whatever config file started it."""
+    import os
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(
+            f"{path} does not exist: {workdir!r} is not the workdir of a training run (main.py writes it)"
+        )
+    with open(path, encoding="utf-8") as f:
+        return apply_overrides(ml_collections.ConfigDict(_plain(json.load(f))), overrides)
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: list[str] | tuple[str, ...]
+) -> ml_collections.ConfigDict:
+    """`config` with each `key.sub=value` (or `--config.key.sub=value`) override applied, then locked."""
+    import ast
+
     for item in overrides:
         key, sep, text = item.removeprefix("--config.").partition("=")
         if not sep:
