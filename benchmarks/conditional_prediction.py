@@ -111,7 +111,12 @@ def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, example
     }
 
 
-def evaluate(cfg, workdir: str, *, num: int, k: int, weights: list[float], overlap: int, stride: int) -> dict:
+TASKS = ("predict", "extend", "keyframes")
+
+
+def evaluate(
+    cfg, workdir: str, *, num: int, k: int, weights: list[float], overlap: int, stride: int, tasks=TASKS
+) -> dict:
     import jax
 
     from vdm_jax.train import conditional
@@ -148,8 +153,12 @@ def evaluate(cfg, workdir: str, *, num: int, k: int, weights: list[float], overl
     best = min(guided, key=lambda name: results[f"predict_{name}"]["trajectory_error_px"])
     for name in [n for n in ("replacement", best) if n in methods]:
         kwargs = methods[name]
-        run(f"extend4x_{name}", lambda kw=kwargs: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **kw))
-        if stride:
+        if "extend" in tasks:
+            run(
+                f"extend4x_{name}",
+                lambda kw=kwargs: conditional.extend(model, rng, context, 4 * t, overlap=overlap, **kw),
+            )
+        if stride and "keyframes" in tasks:
             run(
                 f"keyframes_s{stride}_{name}",
                 lambda kw=kwargs: conditional.keyframes_then_interpolate(model, rng, context, 4 * t, stride, **kw),
@@ -170,13 +179,26 @@ if __name__ == "__main__":
     parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
     )
+    parser.add_argument(
+        "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
+    )
     args = parser.parse_args()
     config = experiment_config(args.workdir, args.set)
     if args.stage in ("train", "all"):
         print(json.dumps({"train_seconds": round(train(config, args.workdir), 1)}))
     if args.stage in ("eval", "all"):
         weights = [float(w) for w in args.weights.split(",")]
+        tasks = tuple(args.tasks.split(","))
+        if not set(tasks) <= set(TASKS):
+            parser.error(f"--tasks={args.tasks}: choose from {','.join(TASKS)}")
         out = evaluate(
-            config, args.workdir, num=args.num, k=args.k, weights=weights, overlap=args.overlap, stride=args.stride
+            config,
+            args.workdir,
+            num=args.num,
+            k=args.k,
+            weights=weights,
+            overlap=args.overlap,
+            stride=args.stride,
+            tasks=tasks,
         )
         print(json.dumps(out, indent=1))
