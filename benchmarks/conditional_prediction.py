@@ -60,14 +60,16 @@ def real_clips(num: int, num_frames: int, resolution: int) -> tuple[np.ndarray, 
     return np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1.0, examples
 
 
-def trajectory_error(videos: np.ndarray, examples: list[dict], frames: range) -> tuple[float, float]:
+def trajectory_error(videos: np.ndarray, examples: list[dict], frames: range) -> tuple[float, float, list[float]]:
     """Mean distance (pixels) between each real object's true centre and the centroid of the same-coloured object
-    detected in the generated frame, over `frames`; and the fraction of (object, frame) pairs with no such object."""
+    detected in the generated frame, over `frames`; the fraction of (object, frame) pairs with no such object; and
+    the mean distance in each of `frames` (does a prediction start on the path and drift, or never follow it?)."""
     from vdm_jax.data.palette import BACKGROUND, PALETTE
     from vdm_jax.evaluation.objects import detect_objects, to_rgb255
 
     rgb = to_rgb255(videos)
-    errors, missing, total = [], 0, 0
+    errors = {t: [] for t in frames}
+    missing, total = 0, 0
     for video, gt in zip(rgb, examples, strict=True):
         for t in frames:
             found = detect_objects(video[t], PALETTE, BACKGROUND)
@@ -78,8 +80,10 @@ def trajectory_error(videos: np.ndarray, examples: list[dict], frames: range) ->
                     missing += 1
                     continue
                 true_centre = gt["position"][t, j] - 0.5  # continuous coordinates -> pixel indices
-                errors.append(np.min(np.linalg.norm(found.centroid[match] - true_centre, axis=-1)))
-    return float(np.mean(errors)) if errors else float("nan"), missing / max(total, 1)
+                errors[t].append(np.min(np.linalg.norm(found.centroid[match] - true_centre, axis=-1)))
+    every = [e for t in frames for e in errors[t]]
+    by_frame = [round(float(np.mean(errors[t])), 2) if errors[t] else float("nan") for t in frames]
+    return float(np.mean(every)) if every else float("nan"), missing / max(total, 1), by_frame
 
 
 def colour_kept(videos: np.ndarray, last: int) -> float:
@@ -100,11 +104,12 @@ def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, example
     from vdm_jax.evaluation import temporal_consistency
 
     t = videos.shape[1]
-    err, miss = trajectory_error(videos, examples, range(k, t))
+    err, miss, by_frame = trajectory_error(videos, examples, range(k, t))
     return {
         "context_max_abs_error": float(np.abs(videos[:, :k] - context).max()),
         "first_new_frame_mse": float(np.mean((videos[:, k] - real[:, k]) ** 2)),
         "trajectory_error_px": round(err, 3),
+        "trajectory_error_px_by_frame": by_frame,
         "objects_missing": round(miss, 3),
         "colours_kept_last_frame": round(colour_kept(videos, t - 1), 3),
         **{k_: round(v, 3) for k_, v in temporal_consistency(videos).items()},
