@@ -78,6 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
     sampler.clip_x = True  # Clip x-hat to [-1, 1] in each step.
     sampler.dynamic_threshold = 0.0  # > 0: dynamic thresholding percentile (Imagen), e.g. 0.995; 0 = off.
     sampler.recon_guidance_weight = 0.0  # Reconstruction guidance w_r for known frames (VDM §3.1; BAIR: 50).
+    sampler.frame_guidance_weight = 0.0  # Frame-conditioned models: guidance w on the known frames (0 = off).
 
     # ---------------------------------------------------------------- train (vdm_jax.train.TrainConfig)
     config.train = train = ml_collections.ConfigDict()

@@ -11,6 +11,7 @@ from vdm_jax.diffusion import (
     SamplerConfig,
     classifier_free_guidance,
     diffuse,
+    frame_guidance,
     from_x,
     predict_eps,
     sample,
@@ -67,6 +68,39 @@ def test_cfg_needs_cond_and_null_cond():
         sample(fn, SHAPE, jax.random.key(0), DiffusionConfig(), scfg, resolution=3, cond={"label": jnp.zeros(6, int)})
     with pytest.raises(ValueError, match="null_cond has keys"):
         classifier_free_guidance(fn, 1.0, {"text": 0})(jnp.zeros(SHAPE), jnp.zeros(6), {"label": jnp.zeros(6, int)})
+
+
+def frame_model(z, logsnr, cond):
+    """A toy frame-conditioned v-model: x̂ = tanh(z) + 0.5·mask·known_frames + 0.2·label."""
+    m = cond["known_mask"][:, :, None, None, None]
+    label = cond["label"].astype(jnp.float32).reshape(-1, 1, 1, 1, 1)
+    return from_x(jnp.tanh(z) + 0.5 * m * cond["known_frames"] + 0.2 * label, z, logsnr, "v")
+
+
+def test_frame_guidance_is_cfg_against_no_known_frame_with_other_keys_shared():
+    z = jax.random.normal(jax.random.key(2), SHAPE)
+    lam = jnp.linspace(-3.0, 3.0, 6)
+    frames = jax.random.normal(jax.random.key(3), SHAPE)
+    mask = jnp.array([[1.0, 0.0]] * 6)
+    cond = {"known_frames": frames * mask[:, :, None, None, None], "known_mask": mask, "label": jnp.arange(6) % 2}
+    none_known = {**cond, "known_frames": jnp.zeros(SHAPE), "known_mask": jnp.zeros((6, 2))}
+    w = 2.0
+    out = frame_guidance(frame_model, w, cond)(z, lam, cond)
+    eps_c, eps_u = (predict_eps(frame_model(z, lam, c), z, lam, "v") for c in (cond, none_known))
+    np.testing.assert_allclose(predict_eps(out, z, lam, "v"), (1 + w) * eps_c - w * eps_u, rtol=1e-4, atol=1e-4)
+    # In x-space the guided model moves the known-frame term by (1 + w): 0.5·(1 + w)·x^a; the label term is shared.
+    x_hat = jnp.tanh(z) + 0.5 * (1 + w) * cond["known_frames"] + 0.2 * (jnp.arange(6) % 2).reshape(-1, 1, 1, 1, 1)
+    np.testing.assert_allclose(from_x(x_hat, z, lam, "v"), out, rtol=1e-4, atol=1e-4)
+
+
+def test_frame_guidance_needs_a_frame_conditioned_model():
+    scfg = SamplerConfig(frame_guidance_weight=1.0)
+    with pytest.raises(ValueError, match="frame_conditioning=True"):
+        sample(class_model([]), SHAPE, jax.random.key(0), DiffusionConfig(), scfg, resolution=3, cond=None)
+    with pytest.raises(ValueError, match=r"\['known_mask'\]"):
+        frame_guidance(frame_model, 1.0, {"known_frames": jnp.zeros(SHAPE)})
+    with pytest.raises(ValueError, match="frame_guidance_weight=-1.0 must be >= 0"):
+        SamplerConfig(frame_guidance_weight=-1.0)
 
 
 # ---------------------------------------------------------------- known frames on jointly Gaussian frames

@@ -80,6 +80,23 @@ def test_frame_conditioned_model_takes_known_frames_as_inputs():
     assert videos.shape == (1, 4, 8, 8, 3) and np.all(np.isfinite(videos))
 
 
+def with_frame_guidance(m: conditional.SamplingModel, w: float) -> conditional.SamplingModel:
+    return m._replace(
+        cfg=dataclasses.replace(m.cfg, sampler=dataclasses.replace(m.cfg.sampler, frame_guidance_weight=w))
+    )
+
+
+def test_frame_guidance_on_a_frame_conditioned_model_keeps_the_context_and_moves_the_rest(model):
+    fc = tiny_model("model.frame_conditioning=True")
+    ctx = context_frames(2, 1)
+    plain = conditional.predict(fc, jax.random.key(2), ctx)
+    guided = conditional.predict(with_frame_guidance(fc, 3.0), jax.random.key(2), ctx)
+    np.testing.assert_array_equal(guided[:, :1], ctx)
+    assert np.all(np.isfinite(guided)) and not np.allclose(guided[:, 1:], plain[:, 1:], atol=1e-3)
+    with pytest.raises(ValueError, match="frame_conditioning=True"):  # an unconditional model has no known-frame input
+        conditional.predict(with_frame_guidance(model, 3.0), jax.random.key(2), ctx)
+
+
 def test_method_errors_name_the_fix(model):
     with pytest.raises(ValueError, match="frame_conditioning=True"):
         conditional.resolve_method(model.cfg, "network")

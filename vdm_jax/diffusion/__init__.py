@@ -25,6 +25,7 @@ from vdm_jax.diffusion.gaussian import (
 from vdm_jax.diffusion.guidance import (
     KnownFrames,
     classifier_free_guidance,
+    frame_guidance,
     make_predictor,
     replace_known,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "alpha_sigma",
     "ancestral_update",
     "classifier_free_guidance",
+    "frame_guidance",
     "constrain_x",
     "cosine_shift",
     "ddim_update",

@@ -98,6 +98,7 @@ class SamplerConfig:
     clip_x: bool = True
     dynamic_threshold: float = 0.0
     recon_guidance_weight: float = 0.0
+    frame_guidance_weight: float = 0.0
 
     def __post_init__(self) -> None:
         own = "config.sampler"
@@ -105,7 +106,8 @@ class SamplerConfig:
         _check_int(own, "num_steps", self.num_steps, 1)
         _check_int(own, "corrector_steps", self.corrector_steps, 0)
         _check_bool(own, "clip_x", self.clip_x)
-        for name in ("gamma", "eta", "langevin_delta", "guidance_weight", "dynamic_threshold", "recon_guidance_weight"):
+        floats = ("gamma", "eta", "langevin_delta", "guidance_weight", "dynamic_threshold")
+        for name in (*floats, "recon_guidance_weight", "frame_guidance_weight"):
             object.__setattr__(self, name, _as_float(own, name, getattr(self, name)))
         for name in ("gamma", "eta"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -116,6 +118,8 @@ class SamplerConfig:
             raise ValueError(f"{own}.guidance_weight={self.guidance_weight} must be >= 0 (0 = no guidance)")
         if self.recon_guidance_weight < 0:
             raise ValueError(f"{own}.recon_guidance_weight={self.recon_guidance_weight} must be >= 0 (0 = off)")
+        if self.frame_guidance_weight < 0:
+            raise ValueError(f"{own}.frame_guidance_weight={self.frame_guidance_weight} must be >= 0 (0 = off)")
         if self.dynamic_threshold != 0.0 and not 0.5 < self.dynamic_threshold < 1.0:
             raise ValueError(
                 f"{own}.dynamic_threshold={self.dynamic_threshold} must be 0 (off) or a percentile in (0.5, 1), "

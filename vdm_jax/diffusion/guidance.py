@@ -48,6 +48,27 @@ def classifier_free_guidance(denoise_fn: DenoiseFn, guidance_weight: float, null
     return guided
 
 
+FRAME_KEYS = ("known_frames", "known_mask")
+
+
+def frame_guidance(denoise_fn: DenoiseFn, guidance_weight: float, cond: Any) -> DenoiseFn:
+    """Classifier-free guidance on the known frames of a frame-conditioned model:
+    ε̃ = (1 + w) ε̂(z, x^a, m) − w ε̂(z, 0, 0), the second branch with no frame known.
+
+    A frame-conditioned model is trained with random masks that include "no frame known" (see
+    `vdm_jax.train.frame_masks`), so it is its own unconditional model, and w > 0 pushes samples towards what the known
+    frames imply (as guidance on labels sharpens class conditioning). Other conditioning keys are shared by both
+    branches. `cond` (the sampling call's) only checks that the model reads known frames.
+    """
+    missing = [k for k in FRAME_KEYS if not (isinstance(cond, Mapping) and k in cond)]
+    if missing:
+        raise ValueError(
+            f"sampler.frame_guidance_weight > 0 needs a frame-conditioned model (config.model.frame_conditioning=True) "
+            f"sampled with known frames; the conditioning lacks {missing}. Set frame_guidance_weight=0."
+        )
+    return classifier_free_guidance(denoise_fn, guidance_weight, dict.fromkeys(FRAME_KEYS, 0.0))
+
+
 def _null_like(cond: Any, null_cond: Any) -> Any:
     def fill(c, n):
         c = jnp.asarray(c)

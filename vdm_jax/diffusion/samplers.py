@@ -36,6 +36,7 @@ from vdm_jax.diffusion.guidance import (
     Predictor,
     as_known_frames,
     classifier_free_guidance,
+    frame_guidance,
     make_predictor,
 )
 from vdm_jax.diffusion.parameterization import eps_from_x
@@ -179,8 +180,12 @@ def sample(
         and cond is not None; see `classifier_free_guidance`).
       recon_weight_fn: optional logsnr [B] -> w_r [B], a noise-level-dependent reconstruction-guidance weight that
         replaces sampler_cfg.recon_guidance_weight (see `make_predictor`).
+    sampler_cfg.frame_guidance_weight > 0 applies classifier-free guidance to the known frames of a frame-conditioned
+    model (`frame_guidance`; cond must hold "known_frames" and "known_mask"), inside the class/text guidance.
     """
     shape = tuple(shape)
+    if sampler_cfg.frame_guidance_weight > 0:
+        denoise_fn = frame_guidance(denoise_fn, sampler_cfg.frame_guidance_weight, cond)
     if sampler_cfg.guidance_weight > 0 and cond is not None:
         if null_cond is None:
             raise ValueError("sampler.guidance_weight > 0 needs null_cond (the model's 'no conditioning' values)")
