@@ -40,6 +40,8 @@ def test_frozen():
         (dict(channel_mults=()), "channel_mults"),
         (dict(dropout=1.0), "dropout"),
         (dict(cond_drop_prob=1.5), "cond_drop_prob"),
+        (dict(frame_conditioning=True, known_frames_noise=-0.1), "known_frames_noise"),
+        (dict(known_frames_noise=0.3), "known_frames_noise"),  # without frame_conditioning there is nothing to noise
         (dict(num_classes=-1), "num_classes"),
         (dict(head_dim=0), "head_dim"),
         (dict(text_conditioning="builtin", text_embed_dim=20, head_dim=8), "text_embed_dim"),

@@ -50,6 +50,7 @@ class ModelConfig:
     text_embed_dim: int = 128
     text_encoder_layers: int = 2
     frame_conditioning: bool = False
+    known_frames_noise: float = 0.0
     cond_drop_prob: float = 0.1
     dtype: str = "float32"
     remat_policy: str = "none"
@@ -132,6 +133,10 @@ class ModelConfig:
                 fail(key, getattr(self, key), "spatial sizes must be positive")
         if not 0.0 <= self.dropout < 1.0:
             fail("dropout", self.dropout, "must be in [0, 1)")
+        if not 0.0 <= self.known_frames_noise <= 2.0:
+            fail("known_frames_noise", self.known_frames_noise, "must be in [0, 2] (the noise std on data in [-1, 1])")
+        if self.known_frames_noise > 0 and not self.frame_conditioning:
+            fail("known_frames_noise", self.known_frames_noise, "only applies with frame_conditioning=True")
         if not 0.0 <= self.cond_drop_prob <= 1.0:
             fail("cond_drop_prob", self.cond_drop_prob, "must be in [0, 1]")
         if self.num_classes < 0:

@@ -5,6 +5,13 @@ One model learns all three tasks (VDM §3.1 discusses conditioning by known fram
   - prediction: the first k frames known, k ~ U{1, ..., T-1},
   - interpolation: every s-th frame known (s ~ U{2, ..., max(2, T // 2)}), the first frame included.
 Appended independent image frames (segment id > 0) are never known.
+
+Known-frame noise augmentation (`config.model.known_frames_noise` = s > 0): each clip's known frames get Gaussian
+noise of its own standard deviation σ ~ U(0, s) (data in [-1, 1]). A model that extends a video chunk by chunk is
+conditioned on its own, imperfect frames; one trained only on real frames trusts them exactly and errors compound.
+Noise on the conditioning in training (the noise conditioning augmentation of cascaded diffusion models, Ho et al.
+2021, here without a level input: σ = 0 stays in the training distribution, so sampling gives the frames as they are)
+teaches the model to read the scene from known frames without copying their pixel-level flaws.
 """
 
 from __future__ import annotations
@@ -28,3 +35,15 @@ def random_known_frames(video: jax.Array, segment_ids: jax.Array | None, rng: ja
     mask = jnp.where(mode == 1, prediction, jnp.where(mode == 2, interpolation, False)) & is_video
     mask = mask.astype(jnp.float32)
     return video * mask[:, :, None, None, None], mask
+
+
+def noise_known_frames(known: jax.Array, mask: jax.Array, rng: jax.Array, max_std: float) -> jax.Array:
+    """known [B, T, H, W, C] (zero where unknown), mask [B, T] -> known + σ_b ε on known frames, σ_b ~ U(0, max_std).
+
+    Unknown frames stay exactly zero; max_std = 0 returns `known` unchanged."""
+    if max_std == 0:
+        return known
+    std_rng, eps_rng = jax.random.split(rng)
+    std = jax.random.uniform(std_rng, (known.shape[0],), known.dtype, 0.0, max_std)
+    noise = std[:, None, None, None, None] * jax.random.normal(eps_rng, known.shape, known.dtype)
+    return known + noise * mask[:, :, None, None, None].astype(known.dtype)

@@ -18,7 +18,7 @@ from flax import nnx
 
 from vdm_jax.diffusion import diffusion_loss
 from vdm_jax.models import drop_conditioning
-from vdm_jax.train.frame_masks import random_known_frames
+from vdm_jax.train.frame_masks import noise_known_frames, random_known_frames
 from vdm_jax.train.state import TrainState, ema_update
 
 Batch = dict[str, jax.Array]
@@ -58,12 +58,14 @@ def make_train_step(
     def loss_fn(params, rest, batch: Batch, rng: jax.Array):
         model = nnx.merge(graphdef, params, rest)
         drop_rng, loss_rng, dropout_rng, mask_rng = jax.random.split(rng, 4)
+        aug_rng = jax.random.fold_in(mask_rng, 1)  # Keeps the masks of runs without augmentation as they were.
         cond = model_conditioning(batch, model_cfg)
         if cond is not None and model_cfg.cond_drop_prob > 0:
             cond = drop_conditioning(cond, drop_rng, model_cfg.cond_drop_prob, model_cfg)
         segment_ids = batch.get("segment_ids")
         if model_cfg.frame_conditioning:
             known, known_mask = random_known_frames(batch["video"], segment_ids, mask_rng)
+            known = noise_known_frames(known, known_mask, aug_rng, model_cfg.known_frames_noise)
             cond = {**(cond or {}), "known_frames": known, "known_mask": known_mask}
 
         def denoise_fn(z, logsnr, c):
