@@ -48,7 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     model.text_embed_dim = 128  # Width of text token embeddings (builtin encoder width, or the external encoder's).
     model.text_encoder_layers = 2  # Transformer layers of the builtin text encoder.
     model.frame_conditioning = False  # Known frames + mask channel concatenated to the input (prediction models).
-    model.known_frames_noise = 0.0  # Training noise std max on known frames (robust chains; needs the flag above).
+    model.known_frames_noise = 0.0  # Max std of training noise on known frames (needs the flag above); 0 = off.
     model.cond_drop_prob = 0.1  # Probability of replacing class/text conditioning by null in training (CFG).
     model.dtype = "float32"  # Compute dtype: float32 | bfloat16 (parameters stay float32).
     model.remat_policy = "none"  # Rematerialisation per block: none | full | dots | dots_no_batch (jax policies).
