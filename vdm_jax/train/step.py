@@ -58,13 +58,13 @@ def make_train_step(
     def loss_fn(params, rest, batch: Batch, rng: jax.Array):
         model = nnx.merge(graphdef, params, rest)
         drop_rng, loss_rng, dropout_rng, mask_rng = jax.random.split(rng, 4)
-        aug_rng = jax.random.fold_in(mask_rng, 1)  # Keeps the masks of runs without augmentation as they were.
         cond = model_conditioning(batch, model_cfg)
         if cond is not None and model_cfg.cond_drop_prob > 0:
             cond = drop_conditioning(cond, drop_rng, model_cfg.cond_drop_prob, model_cfg)
         segment_ids = batch.get("segment_ids")
         if model_cfg.frame_conditioning:
             known, known_mask = random_known_frames(batch["video"], segment_ids, mask_rng)
+            aug_rng = jax.random.fold_in(mask_rng, 1)  # Its own stream: the masks stay those of runs without noise.
             known = noise_known_frames(known, known_mask, aug_rng, model_cfg.known_frames_noise)
             cond = {**(cond or {}), "known_frames": known, "known_mask": known_mask}
 
