@@ -9,7 +9,9 @@ config's unconditional one, then measures with the temporal-consistency metrics
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them);
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
-    that repeats the last context frame), and how far generated objects are from the real trajectories.
+    that repeats the last context frame), how far generated objects are from the real trajectories, how often a
+    real object is missing and how often a frame holds an object the real clip does not explain
+    (`vdm_jax.evaluation.ground_truth`).
 
   python benchmarks/conditional_prediction.py --workdir=/tmp/cond_run     # trains as main.py does, then evaluates
   python benchmarks/conditional_prediction.py --workdir=runs/default --stage=eval   # a finished run
@@ -61,32 +63,6 @@ def real_clips(num: int, num_frames: int, resolution: int) -> tuple[np.ndarray, 
     return np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1.0, examples
 
 
-def trajectory_error(videos: np.ndarray, examples: list[dict], frames: range) -> tuple[float, float, list[float]]:
-    """Mean distance (pixels) between each real object's true centre and the centroid of the same-coloured object
-    detected in the generated frame, over `frames`; the fraction of (object, frame) pairs with no such object; and
-    the mean distance in each of `frames` (does a prediction start on the path and drift, or never follow it?)."""
-    from vdm_jax.data.palette import BACKGROUND, PALETTE
-    from vdm_jax.evaluation.objects import detect_objects, to_rgb255
-
-    rgb = to_rgb255(videos)
-    errors = {t: [] for t in frames}
-    missing, total = 0, 0
-    for video, gt in zip(rgb, examples, strict=True):
-        for t in frames:
-            found = detect_objects(video[t], PALETTE, BACKGROUND)
-            for j in range(int(gt["num_objects"])):
-                total += 1
-                match = np.nonzero(found.color_index == gt["color"][j])[0]
-                if not len(match):
-                    missing += 1
-                    continue
-                true_centre = gt["position"][t, j] - 0.5  # continuous coordinates -> pixel indices
-                errors[t].append(np.min(np.linalg.norm(found.centroid[match] - true_centre, axis=-1)))
-    every = [e for t in frames for e in errors[t]]
-    by_frame = [round(float(np.mean(errors[t])), 2) if errors[t] else float("nan") for t in frames]
-    return float(np.mean(every)) if every else float("nan"), missing / max(total, 1), by_frame
-
-
 def colour_kept(videos: np.ndarray, last: int) -> float:
     """Fraction of the colours present in frame 0 that are still present in frame `last` (per video, averaged)."""
     from vdm_jax.data.palette import BACKGROUND, PALETTE
@@ -102,16 +78,17 @@ def colour_kept(videos: np.ndarray, last: int) -> float:
 
 
 def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, examples: list[dict], k: int) -> dict:
-    from vdm_jax.evaluation import temporal_consistency
+    from vdm_jax.evaluation import object_fidelity, temporal_consistency
 
     t = videos.shape[1]
-    err, miss, by_frame = trajectory_error(videos, examples, range(k, t))
+    fidelity = object_fidelity(videos, examples, range(k, t))
     return {
         "context_max_abs_error": float(np.abs(videos[:, :k] - context).max()),
         "first_new_frame_mse": float(np.mean((videos[:, k] - real[:, k]) ** 2)),
-        "trajectory_error_px": round(err, 3),
-        "trajectory_error_px_by_frame": by_frame,
-        "objects_missing": round(miss, 3),
+        "trajectory_error_px": round(fidelity["trajectory_error_px"], 3),
+        "trajectory_error_px_by_frame": [round(e, 2) for e in fidelity["trajectory_error_px_by_frame"]],
+        "objects_missing": round(fidelity["objects_missing"], 3),
+        "objects_extra": round(fidelity["objects_extra"], 3),
         "colours_kept_last_frame": round(colour_kept(videos, t - 1), 3),
         **{k_: round(v, 3) for k_, v in temporal_consistency(videos).items()},
     }
@@ -147,9 +124,11 @@ def evaluate(
     tasks=TASKS,
     frame_weights: tuple[float, ...] = (),
     extend_with: str = "auto",
+    samples_dir: str = "",
 ) -> dict:
     import jax
 
+    from vdm_jax.evaluation.objects import to_rgb255
     from vdm_jax.train import conditional
 
     model, step = conditional.load_model(cfg, workdir)
@@ -169,6 +148,9 @@ def evaluate(
         t0 = time.time()
         out = np.asarray(fn())
         results[name] = {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
+        if samples_dir:  # [N, T, H, W, 3] uint8, to look at or score again without sampling
+            os.makedirs(samples_dir, exist_ok=True)
+            np.savez_compressed(os.path.join(samples_dir, f"{name}.npz"), videos=to_rgb255(out))
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # progress: results as they come
 
     # An unconditional model: replacement against reconstruction guidance at each weight; a frame-conditioned one
@@ -225,6 +207,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
     )
+    parser.add_argument("--samples_dir", default="", help="also write each method's videos to DIR/<name>.npz (uint8)")
     parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
@@ -248,5 +231,6 @@ if __name__ == "__main__":
             tasks=tasks,
             frame_weights=tuple(float(w) for w in args.frame_weights.split(",") if w),
             extend_with=args.extend_with,
+            samples_dir=args.samples_dir,
         )
         print(json.dumps(out, indent=1))

@@ -13,6 +13,7 @@ from vdm_jax.evaluation.fvd import (
     resize_bilinear_tf1,
     resolve_cache_dir,
 )
+from vdm_jax.evaluation.ground_truth import object_fidelity
 from vdm_jax.evaluation.i3d import I3D, load_i3d_params, pretrained_i3d
 from vdm_jax.evaluation.metrics import compute_metrics
 from vdm_jax.evaluation.temporal import TEMPORAL_METRICS, temporal_consistency, temporal_consistency_per_video
@@ -30,6 +31,7 @@ __all__ = [
     "fvd_from_features",
     "i3d_features",
     "load_i3d_params",
+    "object_fidelity",
     "preprocess_for_i3d",
     "pretrained_i3d",
     "real_stats",
