@@ -128,7 +128,6 @@ def evaluate(
 ) -> dict:
     import jax
 
-    from vdm_jax.evaluation.objects import to_rgb255
     from vdm_jax.train import conditional
 
     model, step = conditional.load_model(cfg, workdir)
@@ -148,9 +147,9 @@ def evaluate(
         t0 = time.time()
         out = np.asarray(fn())
         results[name] = {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
-        if samples_dir:  # [N, T, H, W, 3] uint8, to look at or score again without sampling
+        if samples_dir:  # [N, T, H, W, 3] float32 in [-1, 1], as scored: to look at or score again exactly
             os.makedirs(samples_dir, exist_ok=True)
-            np.savez_compressed(os.path.join(samples_dir, f"{name}.npz"), videos=to_rgb255(out))
+            np.savez_compressed(os.path.join(samples_dir, f"{name}.npz"), videos=out.astype(np.float32))
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # progress: results as they come
 
     # An unconditional model: replacement against reconstruction guidance at each weight; a frame-conditioned one
@@ -207,7 +206,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
     )
-    parser.add_argument("--samples_dir", default="", help="also write each method's videos to DIR/<name>.npz (uint8)")
+    parser.add_argument("--samples_dir", default="", help="also write each method's videos to DIR/<name>.npz")
     parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
