@@ -44,20 +44,20 @@ def object_fidelity(videos: np.ndarray, examples: Sequence[Mapping], frames: Seq
     for video, gt in zip(rgb, examples, strict=True):
         n = int(gt["num_objects"])
         colours = np.asarray(gt["color"])[:n].astype(int)
-        if gt["position"].shape[0] < video.shape[0]:
-            raise ValueError(f"ground truth covers {gt['position'].shape[0]} frames, the video {video.shape[0]}")
+        expected = np.bincount(colours, minlength=len(PALETTE))
+        positions = np.asarray(gt["position"])
+        if positions.shape[0] < video.shape[0]:
+            raise ValueError(f"ground truth covers {positions.shape[0]} frames, the video {video.shape[0]}")
         for t in frames:
             found = detect_objects(video[t], PALETTE, BACKGROUND)
-            per_colour = np.bincount(found.color_index, minlength=len(PALETTE))
-            expected = np.bincount(colours, minlength=len(PALETTE))
-            extra += int(np.any(per_colour > expected))
+            extra += int(np.any(np.bincount(found.color_index, minlength=len(PALETTE)) > expected))
             for j, colour in enumerate(colours):
                 total += 1
                 match = np.nonzero(found.color_index == colour)[0]
                 if not len(match):
                     missing += 1
                     continue
-                true_centre = np.asarray(gt["position"])[t, j] - 0.5  # continuous coordinates -> pixel indices
+                true_centre = positions[t, j] - 0.5  # continuous coordinates -> pixel indices
                 errors[t].append(float(np.min(np.linalg.norm(found.centroid[match] - true_centre, axis=-1))))
     every = [e for t in frames for e in errors[t]]
     return {
