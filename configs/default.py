@@ -101,6 +101,8 @@ def get_config() -> ml_collections.ConfigDict:
     train.num_samples = 8  # Videos per sample grid.
     train.eval_every = 500  # Steps between evaluations (config.eval); 0 = only at the end.
     train.init_from = ""  # Checkpoint directory to start from (loads what matches, e.g. image -> video model).
+    train.context_pool = ""  # npz of clips with the model's own known frames (benchmarks/own_context.py); '' = off.
+    train.context_pool_fraction = 0.5  # Share of each batch drawn from context_pool (frame-conditioned models).
 
     # ---------------------------------------------------------------- eval (vdm_jax.evaluation.EvalConfig)
     config.eval = evaluation = ml_collections.ConfigDict()

@@ -265,7 +265,10 @@ class DataIterator:
         return self
 
     def __next__(self) -> dict[str, jax.Array]:
-        batch = self.next_local()
+        return self.globalize(self.next_local())
+
+    def globalize(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """A process-local batch (as `next_local` returns, possibly edited) -> global arrays sharded over the mesh."""
         return {
             k: jax.make_array_from_process_local_data(self.sharding, v, (self.global_batch_size, *v.shape[1:]))
             for k, v in batch.items()

@@ -28,6 +28,8 @@ class TrainConfig:
     num_samples: int
     eval_every: int
     init_from: str
+    context_pool: str = ""  # npz of examples with the model's own known frames (vdm_jax.train.context_pool)
+    context_pool_fraction: float = 0.5
 
     def __post_init__(self):
         positive = ("num_steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints")
@@ -43,6 +45,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not (0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0):
             raise ValueError(f"Adam betas must be in [0, 1), got b1={self.b1}, b2={self.b2}")
+        if not 0.0 < self.context_pool_fraction <= 1.0:
+            raise ValueError(f"context_pool_fraction must be in (0, 1], got {self.context_pool_fraction}")
         if self.learning_rate <= 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("learning_rate must be > 0 and weight_decay, grad_clip >= 0")
 

@@ -27,6 +27,7 @@ from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
 from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
+from vdm_jax.train.context_pool import ContextPool
 from vdm_jax.train.sampling import make_sample_fn
 from vdm_jax.train.sharding import to_global, train_state_shardings, with_shardings
 from vdm_jax.train.state import TrainState, init_state, make_optimizer
@@ -145,6 +146,10 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         text_max_length=None if cfg.model.text_conditioning == "builtin" else 0,  # 0: no tokenizing
     )
     batch_keys = set(abstract_batch(cfg, cfg.train.batch_size, mesh))  # What the step takes from a batch.
+    pool = None
+    if cfg.train.context_pool:  # Part of each batch: clips whose known frames the model generated itself.
+        pool = ContextPool(cfg.train.context_pool, cfg, fraction=cfg.train.context_pool_fraction, seed=cfg.seed)
+        logging.info("Context pool %s: %d examples, %.2f of a batch", cfg.train.context_pool, len(pool), pool.fraction)
 
     # ---------------------------------------------------------------- model, optimizer, shardings
     tx = make_optimizer(cfg.train)
@@ -211,7 +216,11 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     with _Preemption() as preemption:
         for step in range(start + 1, cfg.train.num_steps + 1):
             if batch is None:
-                batch = {k: v for k, v in next(train_iter).items() if k in batch_keys}
+                if pool is None:
+                    batch = next(train_iter)
+                else:
+                    batch = train_iter.globalize(pool.mix(train_iter.next_local(), step))
+                batch = {k: v for k, v in batch.items() if k in batch_keys}
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, step_metrics = compiled(state, batch, rng)
             batch = None

@@ -64,6 +64,9 @@ def make_train_step(
         segment_ids = batch.get("segment_ids")
         if model_cfg.frame_conditioning:
             known, known_mask = random_known_frames(batch["video"], segment_ids, mask_rng)
+            if "use_known_mask" in batch:  # Rows that bring their own mask (vdm_jax.train.context_pool).
+                known_mask = jnp.where(batch["use_known_mask"][:, None], batch["known_mask"], known_mask)
+                known = batch["video"] * known_mask[:, :, None, None, None]
             aug_rng = jax.random.fold_in(mask_rng, 1)  # Its own stream: the masks stay those of runs without noise.
             known = noise_known_frames(known, known_mask, aug_rng, model_cfg.known_frames_noise)
             cond = {**(cond or {}), "known_frames": known, "known_mask": known_mask}

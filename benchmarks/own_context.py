@@ -1,0 +1,85 @@
+"""Builds a context pool for `config.train.context_pool`: training clips whose known frames the model generated.
+
+For each of the first --num training clips (cut from frame 0, 2T - overlap frames long), the frame-conditioned model
+in --workdir predicts frames k .. T - 1 from the first k real ones (the sampler of its config plus --set
+overrides), and the example is the window an extension's second chunk sees: its own last `overlap` frames as known,
+the real clip's next T - overlap frames to generate (`vdm_jax.train.context_pool.own_context_examples`). Prints
+JSON (examples, seconds, the known frames' pixel error against the real ones).
+
+  python benchmarks/own_context.py --workdir=runs/fc --out=runs/fc/own_context.npz --num=512 \
+      --set sampler.num_steps=50 --set sampler.frame_guidance_weight=3
+  python main.py --config=configs/default.py --workdir=runs/fc_own --config.model.frame_conditioning=True \
+      --config.train.init_from=runs/fc/checkpoints --config.train.context_pool=runs/fc/own_context.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="a frame-conditioned training run")
+    parser.add_argument("--out", required=True, help="the pool file to write (.npz)")
+    parser.add_argument("--num", type=int, default=512, help="training clips (one example each)")
+    parser.add_argument("--k", type=int, default=2, help="real frames the first chunk is predicted from")
+    parser.add_argument("--overlap", type=int, default=4, help="known frames per example (extend's overlap)")
+    parser.add_argument("--batch", type=int, default=64, help="clips sampled together")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="config override key=value (sampler settings)")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    from vdm_jax import configuration
+    from vdm_jax import data as vdm_data
+    from vdm_jax.train import conditional
+    from vdm_jax.train.context_pool import own_context_examples, save_pool
+
+    cfg = configuration.from_config_dict(configuration.load_run_config(args.workdir, args.set))
+    if not cfg.model.frame_conditioning:
+        raise SystemExit(f"{args.workdir} is not a frame-conditioned run (config.model.frame_conditioning=True)")
+    t = cfg.data.num_frames
+    clip_cfg = dataclasses.replace(cfg.data, num_frames=2 * t - args.overlap)
+    vdm_data.prepare(clip_cfg)
+    clips = vdm_data.load_examples(clip_cfg, split="train", num=args.num)["video"]
+    clips = clips.astype(np.float32) / 127.5 - 1.0
+    if len(clips) < args.num:
+        raise SystemExit(f"the training split holds {len(clips)} clips, fewer than --num={args.num}")
+    model, step = conditional.load_model(cfg, args.workdir)
+    t0 = time.time()
+    videos, masks = [], []
+    for i in range(0, args.num, args.batch):
+        rng = jax.random.fold_in(jax.random.key(args.seed), i)
+        video, mask = own_context_examples(model, rng, clips[i : i + args.batch], args.k, args.overlap)
+        videos.append(video)
+        masks.append(mask)
+    video, mask = np.concatenate(videos), np.concatenate(masks)
+    save_pool(args.out, video, mask)
+    start = t - args.overlap
+    real_known = clips[:, start:t]
+    result = {
+        "workdir": args.workdir,
+        "checkpoint_step": step,
+        "out": args.out,
+        "examples": len(video),
+        "seconds": round(time.time() - t0, 1),
+        # How far the model's own known frames are from the real frames at the same positions.
+        "known_frames_rmse": float(np.sqrt(np.mean((video[:, : args.overlap] - real_known) ** 2))),
+        "sampler": dataclasses.asdict(cfg.sampler),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
