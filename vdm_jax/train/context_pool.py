@@ -4,8 +4,8 @@ A long video is extended chunk by chunk (`vdm_jax.train.conditional.extend`), ea
 frames of the one before: after the first chunk the known frames are the model's own, with its flaws (objects a
 little off their tracks, fragments where two objects met). A model trained only on real known frames continues
 those flaws as if they were real. Here part of each training batch shows it what the chain shows it: the known
-frames are the model's own continuation of a real clip and the frames to generate are the real clip's next frames,
-so the loss teaches it to continue from its own imperfect frames towards what the data do.
+frames are the model's own continuation of a real clip (or its rendering of the real frames) and the frames to
+generate are the real clip's next frames.
 
 Build a pool with `own_context_examples` (or `benchmarks/own_context.py`, which writes the npz), then train with
 `--config.train.context_pool=pool.npz` (`config.train.context_pool_fraction` of each batch, default one half, is
@@ -13,6 +13,12 @@ drawn from it; the rest is the dataset's, with its random masks). The pool file 
   video       float32 [N, T, H, W, C] in [-1, 1]
   known_mask  float32 [N, T]  1 on the frames given as known (the generated ones), 0 on the frames to generate.
 The draw is a function of (seed, step, process), so a resumed run sees the batches an uninterrupted one would.
+
+Measured on the embedded data (docs/conditional.md, 32 clips against a control): a pool of the model's own
+continuations made long videos worse (the real continuation does not follow from the model's frames, so the model
+learns to jump away from its context); a pool of real frames re-noised and denoised by the model
+(`benchmarks/own_context.py --renoise_from`) made one-chunk prediction a little better and the chain no better
+beyond the noise. Off by default.
 """
 
 from __future__ import annotations
