@@ -6,10 +6,10 @@ overrides), and the example is the window an extension's second chunk sees: its 
 the real clip's next T - overlap frames to generate (`vdm_jax.train.context_pool.own_context_examples`).
 
 --renoise_from=t0 (0 < t0 < 1) builds the other kind of pool measured in docs/conditional.md: each real T-frame
-clip is noised to time t0 and denoised by the model with no frame known (SDEdit; ancestral steps at the spacing of
-sampler.num_steps over [0, 1]); its first `overlap` frames, the model's rendering of the real frames at their real
-positions, are the known frames, the real clip's next frames the target. Prints JSON (examples, seconds, the known
-frames' pixel error against the real ones).
+clip is noised to time t0 and denoised by the model with no frame known (SDEdit: `vdm_jax.diffusion.sample`'s
+start / start_time, the configured sampler at the spacing of sampler.num_steps over [0, 1]); its first `overlap`
+frames, the model's rendering of the real frames at their real positions, are the known frames, the real clip's
+next frames the target. Prints JSON (examples, seconds, the known frames' pixel error against the real ones).
 
   python benchmarks/own_context.py --workdir=runs/fc --out=runs/fc/own_context.npz --num=512 \
       --set sampler.num_steps=50 --set sampler.frame_guidance_weight=3
@@ -34,42 +34,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def renoised_examples(model, rng, clips: np.ndarray, t0: float, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """clips [N, T, ...] (real) -> (video [N, T, ...]: the model's SDEdit of frames 0 .. overlap - 1 from time t0,
     then the real frames; known_mask [N, T], 1 on the first `overlap` frames)."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
+    from vdm_jax.train.conditional import sample_with_known
 
-    from vdm_jax.diffusion.gaussian import alpha_sigma
-    from vdm_jax.diffusion.guidance import make_predictor
-    from vdm_jax.diffusion.samplers import ancestral_update
-    from vdm_jax.diffusion.schedules import make_schedule
-
-    cfg = model.cfg
     if not 0.0 < t0 < 1.0:
         raise SystemExit(f"--renoise_from={t0} must be in (0, 1)")
-    steps = max(1, int(round(cfg.sampler.num_steps * t0)))
-    times = jnp.linspace(t0, 0.0, steps + 1, dtype=jnp.float32)
-    logsnrs = make_schedule(cfg.diffusion, cfg.data.resolution)(times)
-    x = jnp.asarray(clips, jnp.float32)
-    net = nnx.merge(model.graphdef, model.params, model.rest)
-    none_known = {"known_frames": jnp.zeros_like(x), "known_mask": jnp.zeros(x.shape[:2], jnp.float32)}
-    predictor = make_predictor(
-        lambda z, logsnr, c: net(z, logsnr, c, train=False), none_known, cfg.diffusion.parameterization, clip_x=True
-    )
-    start_rng, loop_rng = jax.random.split(rng)
-    alpha, sigma = alpha_sigma(logsnrs[0])
-    z = alpha * x + sigma * jax.random.normal(start_rng, x.shape)
-
-    @jax.jit
-    def step(z, i):
-        lam_t, lam_s = jnp.full(x.shape[:1], logsnrs[i]), jnp.full(x.shape[:1], logsnrs[i + 1])
-        k_model, k_noise = jax.random.split(jax.random.fold_in(loop_rng, i))
-        _, x_hat = predictor(z, lam_t, k_model)
-        noise = jnp.where(i == steps - 1, 0.0, 1.0) * jax.random.normal(k_noise, x.shape)
-        return ancestral_update(z, x_hat, lam_t, lam_s, cfg.sampler.gamma, noise)
-
-    for i in range(steps):
-        z = step(z, i)
-    renoised = np.asarray(z / alpha_sigma(logsnrs[-1])[0], np.float32)
+    none_known = np.zeros(clips.shape[:2], np.float32)
+    renoised = np.asarray(sample_with_known(model, rng, clips, none_known, start=clips, start_time=t0), np.float32)
     video = np.concatenate([renoised[:, :overlap], clips[:, overlap:]], axis=1).astype(np.float32)
     known_mask = np.zeros(video.shape[:2], np.float32)
     known_mask[:, :overlap] = 1.0

@@ -97,6 +97,21 @@ def test_frame_guidance_on_a_frame_conditioned_model_keeps_the_context_and_moves
         conditional.predict(with_frame_guidance(model, 3.0), jax.random.key(2), ctx)
 
 
+def test_sdedit_redraws_from_the_noised_videos(model):
+    """start / start_time: from a small t0 the sample stays at the start (little noise, few steps); from a large t0
+    it departs; known frames still hold; a start of the wrong shape is refused."""
+    start = jnp.broadcast_to(jnp.linspace(-0.8, 0.8, 4).reshape(1, 4, 1, 1, 1), (2, 4, 8, 8, 3))
+    none_known, first = jnp.zeros((2, 4)), jnp.zeros((2, 4)).at[:, 0].set(1.0)
+    draw = lambda t0, mask: conditional.sample_with_known(  # noqa: E731
+        model, jax.random.key(3), start * 0.5, mask, start=start, start_time=t0
+    )
+    near, far = draw(0.02, none_known), draw(0.9, none_known)
+    assert np.abs(near - start).mean() < 0.05 and np.abs(far - start).mean() > 0.2
+    np.testing.assert_array_equal(draw(0.5, first)[:, 0], start[:, 0] * 0.5)  # the known frame, not the start's
+    with pytest.raises(ValueError, match="start must be"):
+        conditional.sample_with_known(model, jax.random.key(3), start, none_known, start=start[:, :2], start_time=0.5)
+
+
 def test_method_errors_name_the_fix(model):
     with pytest.raises(ValueError, match="frame_conditioning=True"):
         conditional.resolve_method(model.cfg, "network")

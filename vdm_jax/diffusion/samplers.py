@@ -2,7 +2,11 @@
 
 The grid is uniform in t, t_N = 1 > ... > t_0 = 0 (log-SNR λ_min ... λ_max); step i goes from t = t_{N−i} to s < t.
 Every sampler starts from z_1 ~ N(0, I) (q(z_1) is N(α_1 x, σ_1²) with α_1² = sigmoid(λ_min) ≈ 2e-9) and returns
-z_0 / α_0. The last step adds no noise (and pc runs no corrector after it).
+z_0 / α_0. The last step adds no noise (and pc runs no corrector after it). Given a start x and a start time t0 < 1
+(SDEdit, Meng et al. 2022), it starts instead from z_t0 = α_t0 x + σ_t0 ε, a draw of q(z_t0 | x), and runs the
+steps of the same spacing from t0 down to 0. The stochastic samplers (ancestral, pc, ddim with η = 1) then draw
+from p(x_0 | z_t0), keeping what the noise at t0 leaves of x (the coarse layout at mid t0) and re-drawing the rest;
+the deterministic ones map z_t0 along the probability-flow ODE.
 
   ancestral   Ho et al. 2022, §2: z_s = μ̃_{s|t}(z_t, x̂) + sqrt((σ̃²_{s|t})^{1−γ} (σ²_{t|s})^γ) ε.
   ddim        Song et al. 2021a, eq. 12 with σ_t(η) of eq. 16: z_s = α_s x̂ + sqrt(σ_s² − c²) ε̂ + c ε,
@@ -103,12 +107,17 @@ def _run(
     logsnrs: jax.Array,
     cfg: SamplerConfig,
     progress: ProgressFn | None,
+    start: jax.Array | None = None,
 ) -> jax.Array:
-    """The scan over steps for every sampler; logsnrs: [N + 1] from λ(1) up to λ(0)."""
+    """The scan over steps for every sampler; logsnrs: [N + 1] from λ(t0) up to λ(0); z_t0 ~ N(0, I), or q(z_t0 | start)
+    when a start x is given."""
     num_steps = logsnrs.shape[0] - 1
     batch = shape[0]
     init_rng, loop_rng = jax.random.split(rng)
     z = jax.random.normal(init_rng, shape, jnp.float32)
+    if start is not None:
+        alpha_t0, sigma_t0 = alpha_sigma(logsnrs[0])
+        z = alpha_t0 * start.astype(jnp.float32) + sigma_t0 * z
     per_example = lambda lam: jnp.full((batch,), lam, jnp.float32)  # noqa: E731
 
     def step(carry, i):
@@ -163,6 +172,8 @@ def sample(
     progress: ProgressFn | None = None,
     null_cond: Any = None,
     recon_weight_fn: Callable[[jax.Array], jax.Array] | None = None,
+    start: jax.Array | None = None,
+    start_time: float = 1.0,
 ) -> jax.Array:
     """Draws samples x: `shape` = [B, T, H, W, C] with the sampler `sampler_cfg.name`; jittable end to end.
 
@@ -180,10 +191,20 @@ def sample(
         and cond is not None; see `classifier_free_guidance`).
       recon_weight_fn: optional logsnr [B] -> w_r [B], a noise-level-dependent reconstruction-guidance weight that
         replaces sampler_cfg.recon_guidance_weight (see `make_predictor`).
+      start, start_time: SDEdit (Meng et al. 2022): start [B, T, ...] (the data shape) is noised to start_time = t0
+        in (0, 1), z_t0 ~ q(z_t0 | start), and the sampler runs from t0 to 0 at the spacing of its full grid
+        (`sampling_times`); a stochastic sampler then draws from p(x_0 | z_t0). Both or neither.
     sampler_cfg.frame_guidance_weight > 0 applies classifier-free guidance to the known frames of a frame-conditioned
     model (`frame_guidance`; cond must hold "known_frames" and "known_mask"), inside the class/text guidance.
     """
     shape = tuple(shape)
+    if (start is None) != (start_time == 1.0):
+        raise ValueError(
+            f"SDEdit needs both a start x and a start_time t0 in (0, 1); got start={'None' if start is None else 'x'}, "
+            f"start_time={start_time}"
+        )
+    if start is not None and tuple(start.shape) != shape:
+        raise ValueError(f"start has shape {tuple(start.shape)}; the samples' shape is {shape}")
     if sampler_cfg.frame_guidance_weight > 0:
         denoise_fn = frame_guidance(denoise_fn, sampler_cfg.frame_guidance_weight, cond)
     if sampler_cfg.guidance_weight > 0 and cond is not None:
@@ -200,8 +221,8 @@ def sample(
         known=frames,
         recon_guidance_weight=sampler_cfg.recon_guidance_weight if recon_weight_fn is None else recon_weight_fn,
     )
-    logsnrs = make_schedule(diffusion_cfg, resolution)(sampling_times(sampler_cfg.num_steps))
-    x = _run(predictor, shape, rng, logsnrs, sampler_cfg, progress)
+    logsnrs = make_schedule(diffusion_cfg, resolution)(sampling_times(sampler_cfg.num_steps, start_time))
+    x = _run(predictor, shape, rng, logsnrs, sampler_cfg, progress, start)
     if frames is not None:
         x = jnp.where(expand_to(frames.mask, x) > 0, frames.frames, x)
     return x

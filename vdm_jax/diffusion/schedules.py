@@ -87,6 +87,15 @@ def discretize_time(t: jax.Array, timesteps: int) -> jax.Array:
     return (jnp.floor(t * timesteps) + 1.0) / timesteps
 
 
-def sampling_times(num_steps: int) -> jax.Array:
-    """The sampler's grid t_N = 1 > t_{N−1} > ... > t_0 = 0, uniform in t: [num_steps + 1], from 1 down to 0."""
-    return jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32)
+def sampling_times(num_steps: int, start_time: float = 1.0) -> jax.Array:
+    """The sampler's grid t_N = 1 > t_{N−1} > ... > t_0 = 0, uniform in t: [num_steps + 1], from 1 down to 0.
+
+    start_time = t0 < 1 (a sampler started from a noised input, SDEdit) keeps the spacing of the full grid:
+    max(1, round(num_steps · t0)) steps from t0 down to 0.
+    """
+    if not 0.0 < start_time <= 1.0:
+        raise ValueError(f"start_time={start_time} must be in (0, 1]")
+    if start_time == 1.0:
+        return jnp.linspace(1.0, 0.0, num_steps + 1, dtype=jnp.float32)
+    steps = max(1, int(round(num_steps * start_time)))
+    return jnp.linspace(start_time, 0.0, steps + 1, dtype=jnp.float32)

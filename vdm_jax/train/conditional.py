@@ -75,14 +75,15 @@ def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight):
-    """A jitted fn(params, rest, rng, frames, mask, cond) -> samples; cached so chunks of one video compile once."""
+def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float = 1.0):
+    """A jitted fn(params, rest, rng, frames, mask, cond, start) -> samples; cached so chunks of one video compile
+    once."""
     weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
     constant = 0.0 if method != "reconstruction" or callable(weight) else float(weight)
     sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
     weight_fn = weight if method == "reconstruction" and callable(weight) else None
 
-    def fn(params, rest, rng, frames, mask, cond):
+    def fn(params, rest, rng, frames, mask, cond, start):
         model = nnx.merge(graphdef, params, rest)
         full = dict(cond or {})
         if method == "network":
@@ -102,6 +103,8 @@ def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: We
             null_cond=null_conditioning(cond, cfg.model) if cond else None,
             known={"frames": frames, "mask": mask},
             recon_weight_fn=weight_fn,
+            start=start,
+            start_time=start_time,
         )
 
     return jax.jit(fn)
@@ -125,11 +128,15 @@ def sample_with_known(
     method: str = "auto",
     recon_weight: Weight = None,
     cond: dict | None = None,
+    start: jax.Array | None = None,
+    start_time: float = 1.0,
 ) -> jax.Array:
     """One batch of samples with known frames: frames [N, T, H, W, C] in [-1, 1] (any value where unknown),
     mask [N, T] (1 = known) -> [N, T, H, W, C], equal to `frames` where mask = 1.
 
     cond: the model's other conditioning (labels / captions, leading dim N), or None.
+    start, start_time: SDEdit, a re-draw of the videos `start` [N, T, H, W, C] from their noised version at t0 =
+      start_time in (0, 1) (`vdm_jax.diffusion.sample`); known frames still hold where mask = 1.
     """
     cfg = model.cfg
     frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
@@ -137,8 +144,12 @@ def sample_with_known(
     if mask.shape != frames.shape[:2]:
         raise ValueError(f"mask must be [N, T]={tuple(frames.shape[:2])}; got {tuple(mask.shape)}")
     method = resolve_method(cfg, method, recon_weight)
-    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight)
-    return fn(model.params, model.rest, rng, frames, mask, cond)
+    if start is not None:
+        start = jnp.asarray(start, jnp.float32)
+        if start.shape != frames.shape:
+            raise ValueError(f"start must be shaped like frames, {tuple(frames.shape)}; got {tuple(start.shape)}")
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time))
+    return fn(model.params, model.rest, rng, frames, mask, cond, start)
 
 
 def _chunk_with_context(context: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:
