@@ -26,6 +26,9 @@ _COND_SPLIT = flags.DEFINE_string("cond_split", "", "sample: continue clips of t
 _COND_INDEX = flags.DEFINE_integer("cond_index", 0, "sample: first clip of --cond_split (one clip per sample).")
 _NUM_COND_FRAMES = flags.DEFINE_integer("num_cond_frames", 1, "sample: conditioning frames taken from the clip.")
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 0, "sample: total frames with conditioning (0: the model's).")
+_CANDIDATES = flags.DEFINE_integer(
+    "candidates", 1, "sample with conditioning: keep the likeliest of this many samples of each chunk (cost x N)."
+)
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters auto-detect the rest)."
 )
@@ -94,6 +97,7 @@ def _run(cfg) -> None:
                 cond_index=_COND_INDEX.value,
                 num_cond_frames=_NUM_COND_FRAMES.value,
                 num_frames=_NUM_FRAMES.value,
+                candidates=_CANDIDATES.value,
             )
         else:
             sampling.sample_from_checkpoint(cfg, _WORKDIR.value, num_samples=_NUM_SAMPLES.value, step=_CHECKPOINT.value)

@@ -5,7 +5,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
 (`vdm_jax.evaluation.temporal_consistency`):
   - prediction of T - k frames from the first k real frames: replacement vs reconstruction guidance for an
     unconditional model, the known frames as network inputs for a frame-conditioned one;
-  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames);
+  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
+    with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them);
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
@@ -125,6 +126,7 @@ def evaluate(
     frame_weights: tuple[float, ...] = (),
     extend_with: str = "auto",
     samples_dir: str = "",
+    candidates: int = 1,
 ) -> dict:
     import jax
 
@@ -176,6 +178,13 @@ def evaluate(
                 f"extend4x_{name}",
                 lambda m=m, kw=kwargs: conditional.extend(m, rng, context, 4 * t, overlap=overlap, **kw),
             )
+            if candidates > 1 and name != "replacement":
+                run(
+                    f"extend4x_{name}_best_of{candidates}",
+                    lambda m=m, kw=kwargs: conditional.extend(
+                        m, rng, context, 4 * t, overlap=overlap, candidates=candidates, **kw
+                    ),
+                )
         if stride and "keyframes" in tasks:
             run(
                 f"keyframes_s{stride}_{name}",
@@ -208,6 +217,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--samples_dir", default="", help="also write each method's videos to DIR/<name>.npz")
     parser.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="> 1: also extend keeping the likeliest of this many samples per chunk (conditional.extend candidates)",
+    )
+    parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
     args = parser.parse_args()
@@ -231,5 +246,6 @@ if __name__ == "__main__":
             frame_weights=tuple(float(w) for w in args.frame_weights.split(",") if w),
             extend_with=args.extend_with,
             samples_dir=args.samples_dir,
+            candidates=args.candidates,
         )
         print(json.dumps(out, indent=1))

@@ -156,6 +156,55 @@ def test_extend_conditions_each_chunk_on_the_last_frames(model, recorder):
         np.testing.assert_array_equal(frames[:, :2], out[:, end - 2 : end])
 
 
+def test_extend_keeps_each_videos_likeliest_candidate(model, monkeypatch):
+    """candidates = 3: each chunk is one batch of 3·N samples, and per video the one of lowest chunk_nll is kept (a
+    stand-in score here: the mean value of the sample's unknown frames), chunk after chunk."""
+    calls, scored = [], []
+
+    def fake_sampler(model, rng, frames, mask, **kwargs):  # unknown frames: a value per row and call
+        calls.append(np.asarray(mask))
+        rows = jnp.asarray(np.random.default_rng(len(calls)).uniform(-1, 1, frames.shape[0]), jnp.float32)
+        fill = jnp.broadcast_to(rows[:, None, None, None, None], frames.shape)
+        return jnp.where(jnp.asarray(mask)[:, :, None, None, None] > 0, frames, fill)
+
+    def fake_nll(model, rng, frames, mask, **kwargs):
+        scored.append(np.asarray(frames))
+        unknown = 1.0 - jnp.asarray(mask)
+        return jnp.sum(jnp.mean(frames, axis=(2, 3, 4)) * unknown, 1) / jnp.sum(unknown, 1)
+
+    monkeypatch.setattr(conditional, "sample_with_known", fake_sampler)
+    monkeypatch.setattr(conditional, "chunk_nll", fake_nll)
+    ctx = context_frames(2, 2)
+    out = np.asarray(conditional.extend(model, jax.random.key(0), ctx, 6, overlap=2, candidates=3))
+    np.testing.assert_array_equal(out[:, :2], ctx)
+    assert [m.shape for m in calls] == [(6, 4), (6, 4)]  # two chunks, 3 candidates x 2 videos each
+    for chunk, (frames, new) in enumerate(zip(scored, [slice(2, 4), slice(4, 6)], strict=True)):
+        candidates = frames.reshape(3, 2, *frames.shape[1:])[:, :, 2:]  # [C, N, new frames, ...]
+        best = candidates.mean(axis=(2, 3, 4, 5)).argmin(0)
+        np.testing.assert_array_equal(out[:, new], candidates[best, [0, 1]], err_msg=f"chunk {chunk}")
+    with pytest.raises(ValueError, match="candidates=0"):
+        conditional.extend(model, jax.random.key(0), ctx, 6, candidates=0)
+
+
+def test_chunk_nll_scores_each_video_on_its_own(model):
+    """Shared noise per level: a video's score does not depend on the others in the batch. A frame-conditioned model
+    scores the unknown frames given the known ones (the mask changes the score); an unconditional model the window."""
+    fc = tiny_model("model.frame_conditioning=True")
+    videos = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, 4, 8, 8, 3)), jnp.float32)
+    first = jnp.zeros((3, 4)).at[:, :2].set(1.0)
+    key = jax.random.key(5)
+    for m in (fc, model):
+        together = conditional.chunk_nll(m, key, videos, first)
+        alone = jnp.concatenate([conditional.chunk_nll(m, key, videos[i : i + 1], first[i : i + 1]) for i in range(3)])
+        np.testing.assert_allclose(together, alone, rtol=1e-4)
+        assert together.shape == (3,) and np.all(np.isfinite(together))
+    none = jnp.zeros((3, 4))
+    assert not np.allclose(conditional.chunk_nll(fc, key, videos, none), conditional.chunk_nll(fc, key, videos, first))
+    np.testing.assert_allclose(
+        conditional.chunk_nll(model, key, videos, none), conditional.chunk_nll(model, key, videos, first), rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("total, chunk, stride", [(16, 4, 3), (16, 8, 4), (13, 5, 2), (9, 9, 8), (30, 16, 4)])
 def test_interpolation_windows_cover_every_frame_between_its_keyframes(total, chunk, stride):
     windows = conditional.interpolation_windows(total, chunk, stride)
@@ -309,6 +358,7 @@ def test_main_samples_continuations_of_dataset_clips(tmp_path, moving_shapes_dir
         "--num_cond_frames=2",
         "--num_frames=7",
         "--num_samples=2",
+        "--candidates=2",
         data_dir=moving_shapes_dir,
     )
     assert sampled.returncode == 0, sampled.stderr[-2000:]

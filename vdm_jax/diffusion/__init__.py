@@ -29,7 +29,7 @@ from vdm_jax.diffusion.guidance import (
     make_predictor,
     replace_known,
 )
-from vdm_jax.diffusion.losses import diffusion_loss, loss_space_and_weight, sample_times, x_mse_weight
+from vdm_jax.diffusion.losses import diffusion_loss, diffusion_nll, loss_space_and_weight, sample_times, x_mse_weight
 from vdm_jax.diffusion.parameterization import (
     constrain_x,
     dynamic_threshold,
@@ -69,6 +69,7 @@ __all__ = [
     "ddim_update",
     "diffuse",
     "diffusion_loss",
+    "diffusion_nll",
     "discretize_time",
     "dpm_solver_update",
     "dynamic_threshold",

@@ -12,8 +12,10 @@ Known frames x^a (a mask over the T frames of a sample) enter in one of three wa
 Every sample returns the known frames exactly. The sampler is config.sampler (any of them).
 
 Long videos (VDM §4.3.3, 16 -> 64 frames): `extend` samples chunks of the model's T frames, each conditioned on the
-last `overlap` frames of the video so far. Keyframes then interpolation: `keyframes_then_interpolate` samples every
-stride-th frame first, then fills the frames between keyframes in windows that each see the keyframes on both sides.
+last `overlap` frames of the video so far; with `candidates` > 1 each chunk keeps the likeliest of that many samples
+under the model (`chunk_nll`: the diffusion NLL of the chunk given its known frames). Keyframes then interpolation:
+`keyframes_then_interpolate` samples every stride-th frame first, then fills the frames between keyframes in windows
+that each see the keyframes on both sides.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdm_jax.diffusion import sample
+from vdm_jax.diffusion import diffusion_nll, sample
 from vdm_jax.models import null_conditioning
 
 METHODS = ("auto", "replacement", "reconstruction", "network")
@@ -152,6 +154,69 @@ def sample_with_known(
     return fn(model.params, model.rest, rng, frames, mask, cond, start)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_nll(graphdef: nnx.GraphDef, cfg, levels: int):
+    def fn(params, rest, rng, frames, mask, cond):
+        model = nnx.merge(graphdef, params, rest)
+        full = dict(cond or {})
+        if cfg.model.frame_conditioning:
+            full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
+        frame_mask = 1.0 - mask if cfg.model.frame_conditioning else None
+
+        def denoise_fn(z, logsnr, c):
+            return model(z, logsnr, c or None, train=False)
+
+        return diffusion_nll(
+            denoise_fn,
+            frames,
+            rng,
+            cfg.diffusion,
+            resolution=cfg.data.resolution,
+            cond=full or None,
+            frame_mask=frame_mask,
+            levels=levels,
+        )
+
+    return jax.jit(fn)
+
+
+def chunk_nll(
+    model: SamplingModel,
+    rng: jax.Array,
+    frames: jax.Array,
+    mask: jax.Array,
+    *,
+    cond: dict | None = None,
+    levels: int = 16,
+) -> jax.Array:
+    """How unlikely the model finds each video given its known frames: frames [N, T, H, W, C], mask [N, T] -> [N]
+    nats, lower is likelier (`vdm_jax.diffusion.diffusion_nll`, no guidance).
+
+    A frame-conditioned model scores the unknown frames given the known ones as its inputs, −log p(x^b | x^a); any
+    other model scores the whole window, −log p(x^a, x^b), which ranks candidates x^b for the same x^a alike. Every
+    video shares each level's noise, so compare videos with the same known frames under one `rng`.
+    """
+    cfg = model.cfg
+    frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
+    _check_frames(cfg, frames, "frames")
+    return _compiled_nll(model.graphdef, cfg, levels)(model.params, model.rest, rng, frames, mask, cond)
+
+
+def _best_of(sampler, model: SamplingModel, rng: jax.Array, frames, mask, cond, candidates: int) -> jax.Array:
+    """`candidates` samples of every video in one batch of `sampler(rng, frames, mask, cond=)`; per video, the one
+    of lowest `chunk_nll`."""
+    if candidates == 1:
+        return sampler(rng, frames, mask, cond=cond)
+    n = frames.shape[0]
+    tile = lambda a: jnp.concatenate([a] * candidates, axis=0)  # noqa: E731  [C·N, ...], candidate-major
+    tiled_cond = jax.tree.map(tile, cond) if cond else cond
+    samples = sampler(rng, tile(frames), tile(mask), cond=tiled_cond)
+    score_rng = jax.random.fold_in(rng, 1 << 20)
+    nll = chunk_nll(model, score_rng, samples, tile(mask), cond=tiled_cond).reshape(candidates, n)
+    best = jnp.argmin(nll, axis=0)
+    return samples.reshape(candidates, n, *samples.shape[1:])[best, jnp.arange(n)]
+
+
 def _chunk_with_context(context: jax.Array, chunk: int) -> tuple[jax.Array, jax.Array]:
     """context [N, k, ...] -> (frames [N, chunk, ...] with the context first, mask [N, chunk])."""
     n, k = context.shape[:2]
@@ -171,12 +236,15 @@ def extend(
     method: str = "auto",
     recon_weight: Weight = None,
     cond: dict | None = None,
+    candidates: int = 1,
 ) -> jax.Array:
     """Autoregressive extension (VDM §4.3.3): context [N, k, H, W, C] -> video [N, total_frames, H, W, C].
 
     The first chunk of `chunk` frames (default config.data.num_frames) is conditioned on the k context frames; each
     later chunk on the last `overlap` frames (default k) of the video so far and adds chunk − overlap new frames.
     The video starts with the context, exactly. total_frames <= chunk is plain prediction.
+    candidates > 1: each chunk is sampled that many times (one batch of candidates · N) and the candidate the model
+    finds likeliest given the known frames is kept (`chunk_nll`); costs about `candidates` times a plain chunk.
     """
     cfg = model.cfg
     context = jnp.asarray(context, jnp.float32)
@@ -190,7 +258,10 @@ def extend(
         raise ValueError(f"overlap={overlap} must be in 1 .. chunk - 1 = {chunk - 1}")
     if total_frames < k:
         raise ValueError(f"total_frames={total_frames} is shorter than the {k} context frames")
-    run = functools.partial(sample_with_known, model, method=method, recon_weight=recon_weight, cond=cond)
+    if candidates < 1:
+        raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
+    sampler = functools.partial(sample_with_known, model, method=method, recon_weight=recon_weight)
+    run = lambda key, frames, mask: _best_of(sampler, model, key, frames, mask, cond, candidates)  # noqa: E731
     video = run(jax.random.fold_in(rng, 0), *_chunk_with_context(context, chunk))
     i = 1
     while video.shape[1] < total_frames:

@@ -112,10 +112,12 @@ def sample_conditional_from_checkpoint(
     cond_index: int = 0,
     num_cond_frames: int = 1,
     num_frames: int = 0,
+    candidates: int = 1,
 ) -> str:
     """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
     context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
-    `num_frames` frames (0: the model's), autoregressively beyond the model's length (`conditional.extend`).
+    `num_frames` frames (0: the model's), autoregressively beyond the model's length (`conditional.extend`), each
+    chunk the likeliest of `candidates` samples.
     Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz."""
     from vdm_jax.train import conditional, media
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
@@ -129,6 +131,8 @@ def sample_conditional_from_checkpoint(
             f"--num_cond_frames={num_cond_frames} must be in 1 .. {min(total, cfg.data.num_frames) - 1} "
             f"(fewer than --num_frames={total} and the model's {cfg.data.num_frames} frames)"
         )
+    if candidates < 1:
+        raise ContextError(f"--candidates={candidates} must be >= 1 (1: one sample per chunk)")
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
     else:
@@ -136,7 +140,12 @@ def sample_conditional_from_checkpoint(
     model, step = conditional.load_model(cfg, workdir, step)
     method = conditional.resolve_method(cfg, "auto")
     videos = conditional.extend(
-        model, jax.random.key(cfg.seed + 2), context, total, cond=conditioning_batch(cfg, num_samples)
+        model,
+        jax.random.key(cfg.seed + 2),
+        context,
+        total,
+        cond=conditioning_batch(cfg, num_samples),
+        candidates=candidates,
     )
     videos = np.asarray(jax.device_get(videos), np.float32)
     marked = np.zeros(videos.shape[:2], bool)
