@@ -76,6 +76,20 @@ def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
     return method
 
 
+def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as_inputs: bool):
+    """(denoise_fn(z, logsnr, c), the conditioning to give it): the model in inference mode, and `cond` plus the known
+    frames and their mask as inputs when the model reads them (a frame-conditioned model)."""
+    model = nnx.merge(graphdef, params, rest)
+    full = dict(cond or {})
+    if known_as_inputs:
+        full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
+
+    def denoise_fn(z, logsnr, c):
+        return model(z, logsnr, c or None, train=False)
+
+    return denoise_fn, full or None
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float = 1.0):
     """A jitted fn(params, rest, rng, frames, mask, cond, start) -> samples; cached so chunks of one video compile
@@ -86,14 +100,7 @@ def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: We
     weight_fn = weight if method == "reconstruction" and callable(weight) else None
 
     def fn(params, rest, rng, frames, mask, cond, start):
-        model = nnx.merge(graphdef, params, rest)
-        full = dict(cond or {})
-        if method == "network":
-            full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
-
-        def denoise_fn(z, logsnr, c):
-            return model(z, logsnr, c or None, train=False)
-
+        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, method == "network")
         return sample(
             denoise_fn,
             frames.shape,
@@ -101,7 +108,7 @@ def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: We
             cfg.diffusion,
             sampler_cfg,
             resolution=cfg.data.resolution,
-            cond=full or None,
+            cond=full,
             null_cond=null_conditioning(cond, cfg.model) if cond else None,
             known={"frames": frames, "mask": mask},
             recon_weight_fn=weight_fn,
@@ -157,23 +164,16 @@ def sample_with_known(
 @functools.lru_cache(maxsize=8)
 def _compiled_nll(graphdef: nnx.GraphDef, cfg, levels: int):
     def fn(params, rest, rng, frames, mask, cond):
-        model = nnx.merge(graphdef, params, rest)
-        full = dict(cond or {})
-        if cfg.model.frame_conditioning:
-            full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
-        frame_mask = 1.0 - mask if cfg.model.frame_conditioning else None
-
-        def denoise_fn(z, logsnr, c):
-            return model(z, logsnr, c or None, train=False)
-
+        fc = cfg.model.frame_conditioning
+        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, fc)
         return diffusion_nll(
             denoise_fn,
             frames,
             rng,
             cfg.diffusion,
             resolution=cfg.data.resolution,
-            cond=full or None,
-            frame_mask=frame_mask,
+            cond=full,
+            frame_mask=1.0 - mask if fc else None,
             levels=levels,
         )
 
