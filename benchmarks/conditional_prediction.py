@@ -7,7 +7,9 @@ config's unconditional one, then measures with the temporal-consistency metrics
     unconditional model, the known frames as network inputs for a frame-conditioned one;
   - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
     with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`);
-  - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them);
+  - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
+    from the frame model or from a run trained at data.frame_stride = stride (--keyframe_workdir), conditioned on
+    the context's keyframes or, with --key_context=2, on two (the frame model first continues the context);
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
     that repeats the last context frame), how far generated objects are from the real trajectories, how often a
@@ -127,17 +129,31 @@ def evaluate(
     extend_with: str = "auto",
     samples_dir: str = "",
     candidates: int = 1,
+    keyframe_workdir: str = "",
+    key_context: int = 1,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
     import jax
 
     from vdm_jax.train import conditional
 
     model, step = conditional.load_model(cfg, workdir)
+    key_model = None  # keyframes: a model trained at data.frame_stride = stride, else the frame model itself
+    if keyframe_workdir:
+        key_cfg = experiment_config(keyframe_workdir, list(overrides))
+        if stride and key_cfg.data.frame_stride != stride:
+            raise ValueError(
+                f"--keyframe_workdir={keyframe_workdir} was trained at data.frame_stride={key_cfg.data.frame_stride}, "
+                f"not --stride={stride}: give --stride={key_cfg.data.frame_stride}"
+            )
+        key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
     t, r = cfg.data.num_frames, cfg.data.resolution
     real, examples = real_clips(num, 4 * t, r)
     context = real[:, :k]
     rng = jax.random.key(7)
     results = {"checkpoint_step": step, "num_videos": num, "context_frames": k, "model_frames": t, "resolution": r}
+    if key_model is not None:
+        results["keyframe_checkpoint_step"] = key_step
     # References: the real clips, a no-model "repeat the last context frame" predictor, unconditional samples.
     repeat = np.concatenate([context, np.repeat(context[:, -1:], t - k, axis=1)], axis=1)
     results["real_T"] = summarise(real[:, :t], context, real, examples, k)
@@ -186,9 +202,18 @@ def evaluate(
                     ),
                 )
         if stride and "keyframes" in tasks:
+            # The keyframe model samples with the frame model's sampler settings (steps, frame guidance).
+            km = (
+                None
+                if key_model is None
+                else key_model._replace(cfg=dataclasses.replace(key_model.cfg, sampler=m.cfg.sampler))
+            )
+            label = f"keyframes_s{stride}" + (f"_kc{key_context}" if key_context > 1 else "") + ("_km" if km else "")
             run(
-                f"keyframes_s{stride}_{name}",
-                lambda m=m, kw=kwargs: conditional.keyframes_then_interpolate(m, rng, context, 4 * t, stride, **kw),
+                f"{label}_{name}",
+                lambda m=m, km=km, kw=kwargs: conditional.keyframes_then_interpolate(
+                    m, rng, context, 4 * t, stride, keyframe_model=km, key_context=key_context, **kw
+                ),
             )
     results["real_4T"] = summarise(real, context, real, examples, k)
     return results
@@ -214,6 +239,18 @@ if __name__ == "__main__":
     parser.add_argument("--overlap", type=int, default=4, help="extension: frames shared by consecutive chunks")
     parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
+    )
+    parser.add_argument(
+        "--keyframe_workdir",
+        default="",
+        help="keyframes from this run's model (trained at data.frame_stride = --stride) instead of the frame model",
+    )
+    parser.add_argument(
+        "--key_context",
+        type=int,
+        default=1,
+        help="keyframes: condition the keyframe chunk on this many keyframes, the frame model first continuing the "
+        "context to keyframe key_context - 1 where it is shorter (2: the keyframe model sees the motion)",
     )
     parser.add_argument("--samples_dir", default="", help="also write each method's videos to DIR/<name>.npz")
     parser.add_argument(
@@ -247,5 +284,8 @@ if __name__ == "__main__":
             extend_with=args.extend_with,
             samples_dir=args.samples_dir,
             candidates=args.candidates,
+            keyframe_workdir=args.keyframe_workdir,
+            key_context=args.key_context,
+            overrides=tuple(args.set),
         )
         print(json.dumps(out, indent=1))

@@ -241,6 +241,26 @@ def test_keyframes_then_interpolation(model, recorder):
     assert set(out[0, [2, 4, 5, 7, 8, 10, 11], 0, 0, 0]) == {2.0}
 
 
+def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorder):
+    """key_context = 2 from 2 context frames at stride 3: the frame model first continues to frame 3, so the keyframe
+    chunk knows keyframes 0 and 3 (where without it, it knows keyframe 0 alone)."""
+    ctx = context_frames(1, 2)
+    out = np.asarray(conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=2))
+    np.testing.assert_array_equal(out[:, :2], ctx)
+    assert len(recorder) == 3
+    np.testing.assert_array_equal(recorder[0][1], [[1, 1, 0, 0]])  # lead-in: frames 2 and 3 from frames 0 and 1
+    frames, mask = recorder[1]  # keyframes: 0 and 3 known, 6 and 9 new
+    np.testing.assert_array_equal(mask, [[1, 1, 0, 0]])
+    np.testing.assert_array_equal(frames[:, :2], out[:, [0, 3]])
+    np.testing.assert_array_equal(out[0, [2, 3, 6, 9], 0, 0, 0], [1, 1, 2, 2])
+    frames, mask = recorder[2]  # the windows know the lead-in frames as well as the keyframes
+    for j, (start, _, _) in enumerate(conditional.interpolation_windows(12, 4, 3)):
+        np.testing.assert_array_equal(mask[j], [float(p % 3 == 0 or p < 4) for p in range(start, start + 4)])
+    assert set(out[0, [4, 5, 7, 8, 10, 11], 0, 0, 0]) == {3.0}
+    with pytest.raises(ValueError, match="key_context=5"):
+        conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
+
+
 # ---------------------------------------------------------------- observation guidance on an exact Gaussian oracle
 F, A_VAR, B_VAR, N = 2, 0.2, 0.8, 3000  # factor; pixel = block field (var b) + white noise (var a)
 

@@ -322,25 +322,35 @@ def keyframes_then_interpolate(
     *,
     keyframe_model: SamplingModel | None = None,
     keyframe_overlap: int | None = None,
+    key_context: int = 1,
     method: str = "auto",
     recon_weight: Weight = None,
 ) -> jax.Array:
     """The two-stage long-video approach: context [N, k, H, W, C] -> [N, total_frames, H, W, C].
 
+    0. Lead-in (only where the context holds fewer than `key_context` keyframes): `model` first continues the
+       context to frame s·(key_context − 1), so that the keyframe model sees that many keyframes, and with two or
+       more, the motion between them (from frames 0 and 1 alone it would see one keyframe, and no velocity).
     1. Keyframes: the frames at positions 0, s, 2s, ... (s = stride), conditioned on the context frames that fall on
        keyframe positions, extended autoregressively with `keyframe_model` (ideally one trained at
        data.frame_stride = s; default `model`) and `keyframe_overlap` (default: half its chunk).
     2. Interpolation: every other frame from `model`, in windows that hold the keyframes (and context frames) on
        both sides of their gaps, all windows in one batch.
-    Context frames and keyframes appear in the result exactly.
+    Context frames, lead-in frames and keyframes appear in the result exactly.
     """
     cfg = model.cfg
     context = jnp.asarray(context, jnp.float32)
     _check_frames(cfg, context, "context")
-    n, k = context.shape[:2]
     chunk = cfg.data.num_frames
     windows = interpolation_windows(total_frames, chunk, stride)
     keys = keyframe_indices(total_frames, stride)
+    lead_in = stride * (key_context - 1) + 1  # frames through keyframe key_context - 1
+    if key_context < 1 or lead_in > total_frames:
+        raise ValueError(f"key_context={key_context} must be in 1 .. {len(keys)} (the keyframes of the video)")
+    if context.shape[1] < lead_in:
+        lead_rng = jax.random.fold_in(rng, 2)  # rng itself splits as without a lead-in: same keys for the rest
+        context = extend(model, lead_rng, context, lead_in, method=method, recon_weight=recon_weight)
+    n, k = context.shape[:2]
     key_model = model if keyframe_model is None else keyframe_model
     key_chunk = key_model.cfg.data.num_frames
     key_context = context[:, ::stride]
