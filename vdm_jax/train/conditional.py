@@ -353,11 +353,11 @@ def keyframes_then_interpolate(
     n, k = context.shape[:2]
     key_model = model if keyframe_model is None else keyframe_model
     key_chunk = key_model.cfg.data.num_frames
-    key_context = context[:, ::stride]
-    overlap = max(key_context.shape[1], key_chunk // 2) if keyframe_overlap is None else keyframe_overlap
+    known_keys = context[:, ::stride]  # the context frames on keyframe positions
+    overlap = max(known_keys.shape[1], key_chunk // 2) if keyframe_overlap is None else keyframe_overlap
     key_rng, fill_rng = jax.random.split(rng)
     keyframes = extend(
-        key_model, key_rng, key_context, len(keys), overlap=overlap, method=method, recon_weight=recon_weight
+        key_model, key_rng, known_keys, len(keys), overlap=overlap, method=method, recon_weight=recon_weight
     )
 
     position = np.arange(total_frames)
