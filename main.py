@@ -3,6 +3,8 @@
   python main.py --config=configs/default.py --workdir=runs/default                  # train (resumes if possible)
   python main.py --config=configs/default.py --workdir=runs/default --mode=sample    # videos from the latest checkpoint
   python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=64   # predict / extend clips
+  python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=32 \
+      --keyframe_stride=4 --keyframe_workdir=runs/stride4                   # keyframes, then interpolation
   python main.py --config=configs/default.py --workdir=runs/default --mode=evaluate  # metrics -> <workdir>/eval/
 
 Any config key can be overridden: --config.train.num_steps=100 --config.model.channel_mults='(1,2,4)'.
@@ -28,6 +30,24 @@ _NUM_COND_FRAMES = flags.DEFINE_integer("num_cond_frames", 1, "sample: condition
 _NUM_FRAMES = flags.DEFINE_integer("num_frames", 0, "sample: total frames with conditioning (0: the model's).")
 _CANDIDATES = flags.DEFINE_integer(
     "candidates", 1, "sample with conditioning: keep the likeliest of this many samples of each chunk (cost x N)."
+)
+_KEYFRAME_STRIDE = flags.DEFINE_integer(
+    "keyframe_stride",
+    0,
+    "sample with conditioning: make long videos by keyframes at this frame stride, then the frames between them "
+    "(0: extend autoregressively).",
+)
+_KEYFRAME_WORKDIR = flags.DEFINE_string(
+    "keyframe_workdir",
+    "",
+    "sample with --keyframe_stride=s: the keyframes from this run, trained at data.frame_stride = s times this "
+    "run's (default: this run's model; its keyframes move at its own speed: slow motion).",
+)
+_KEY_CONTEXT = flags.DEFINE_integer(
+    "key_context",
+    2,
+    "sample with --keyframe_stride: keyframes the keyframe model is given (the model first continues the "
+    "conditioning frames to that many); 2 shows it the motion.",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters auto-detect the rest)."
@@ -98,6 +118,9 @@ def _run(cfg) -> None:
                 num_cond_frames=_NUM_COND_FRAMES.value,
                 num_frames=_NUM_FRAMES.value,
                 candidates=_CANDIDATES.value,
+                keyframe_stride=_KEYFRAME_STRIDE.value,
+                keyframe_workdir=_KEYFRAME_WORKDIR.value,
+                key_context=_KEY_CONTEXT.value,
             )
         else:
             sampling.sample_from_checkpoint(cfg, _WORKDIR.value, num_samples=_NUM_SAMPLES.value, step=_CHECKPOINT.value)

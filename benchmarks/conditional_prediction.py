@@ -6,7 +6,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
   - prediction of T - k frames from the first k real frames: replacement vs reconstruction guidance for an
     unconditional model, the known frames as network inputs for a frame-conditioned one;
   - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
-    with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`);
+    with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`, and
+    for keyframes then interpolation, per chunk of every stage);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
     from the frame model or from a run trained at data.frame_stride = stride (--keyframe_workdir), conditioned on
     the context's keyframes or, with --key_context=2, on two (the frame model first continues the context);
@@ -131,7 +132,6 @@ def evaluate(
     candidates: int = 1,
     keyframe_workdir: str = "",
     key_context: int = 1,
-    overrides: tuple[str, ...] = (),
 ) -> dict:
     import jax
 
@@ -139,14 +139,8 @@ def evaluate(
 
     model, step = conditional.load_model(cfg, workdir)
     key_model = None  # keyframes: a model trained at data.frame_stride = stride, else the frame model itself
-    if keyframe_workdir:
-        key_cfg = experiment_config(keyframe_workdir, list(overrides))
-        if stride and key_cfg.data.frame_stride != stride:
-            raise ValueError(
-                f"--keyframe_workdir={keyframe_workdir} was trained at data.frame_stride={key_cfg.data.frame_stride}, "
-                f"not --stride={stride}: give --stride={key_cfg.data.frame_stride}"
-            )
-        key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
+    if keyframe_workdir and stride:  # its config must say data.frame_stride = stride (a ConfigError names the fix)
+        key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, stride)
     t, r = cfg.data.num_frames, cfg.data.resolution
     real, examples = real_clips(num, 4 * t, r)
     context = real[:, :k]
@@ -209,12 +203,13 @@ def evaluate(
                 else key_model._replace(cfg=dataclasses.replace(key_model.cfg, sampler=m.cfg.sampler))
             )
             label = f"keyframes_s{stride}" + (f"_kc{key_context}" if key_context > 1 else "") + ("_km" if km else "")
-            run(
-                f"{label}_{name}",
-                lambda m=m, km=km, kw=kwargs: conditional.keyframes_then_interpolate(
-                    m, rng, context, 4 * t, stride, keyframe_model=km, key_context=key_context, **kw
-                ),
-            )
+            for c in dict.fromkeys((1, candidates if name != "replacement" else 1)):
+                run(
+                    f"{label}_{name}" + (f"_best_of{c}" if c > 1 else ""),
+                    lambda m=m, km=km, kw=kwargs, c=c: conditional.keyframes_then_interpolate(
+                        m, rng, context, 4 * t, stride, keyframe_model=km, key_context=key_context, candidates=c, **kw
+                    ),
+                )
     results["real_4T"] = summarise(real, context, real, examples, k)
     return results
 
@@ -257,7 +252,8 @@ if __name__ == "__main__":
         "--candidates",
         type=int,
         default=1,
-        help="> 1: also extend keeping the likeliest of this many samples per chunk (conditional.extend candidates)",
+        help="> 1: also extend (and make keyframes then interpolate) keeping the likeliest of this many samples per "
+        "chunk (the candidates argument of conditional.extend and keyframes_then_interpolate)",
     )
     parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
@@ -286,6 +282,5 @@ if __name__ == "__main__":
             candidates=args.candidates,
             keyframe_workdir=args.keyframe_workdir,
             key_context=args.key_context,
-            overrides=tuple(args.set),
         )
         print(json.dumps(out, indent=1))

@@ -261,6 +261,41 @@ def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorde
         conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
 
 
+def test_keyframes_pass_conditioning_and_keep_the_likeliest_candidates(model, monkeypatch):
+    """`cond` reaches every stage (lead-in, keyframes, windows) tiled as its batch is; with candidates = 2 each stage
+    keeps, per video (and window), the candidate of lowest score (a stand-in: the mean of its unknown frames)."""
+    calls = []
+
+    def fake_sampler(model, rng, frames, mask, cond=None, **kwargs):  # unknown frames: one value per row and call
+        rows = np.random.default_rng(len(calls)).uniform(-1, 1, frames.shape[0]).astype(np.float32)
+        calls.append((np.asarray(mask), np.asarray(cond["label"]), rows))
+        fill = jnp.broadcast_to(jnp.asarray(rows)[:, None, None, None, None], frames.shape)
+        return jnp.where(jnp.asarray(mask)[:, :, None, None, None] > 0, frames, fill)
+
+    def fake_nll(model, rng, frames, mask, **kwargs):
+        unknown = 1.0 - jnp.asarray(mask)
+        return jnp.sum(jnp.mean(frames, axis=(2, 3, 4)) * unknown, 1) / jnp.sum(unknown, 1)
+
+    monkeypatch.setattr(conditional, "sample_with_known", fake_sampler)
+    monkeypatch.setattr(conditional, "chunk_nll", fake_nll)
+    ctx, labels = context_frames(2, 2), np.array([3, 5])
+    out = np.asarray(
+        conditional.keyframes_then_interpolate(
+            model, jax.random.key(0), ctx, 12, 3, key_context=2, cond={"label": labels}, candidates=2
+        )
+    )
+    windows = conditional.interpolation_windows(12, 4, 3)
+    assert [m.shape[0] for m, _, _ in calls] == [4, 4, 2 * 2 * len(windows)]  # candidates x (windows x) videos
+    for mask, seen, _ in calls:
+        np.testing.assert_array_equal(seen, np.tile(labels, mask.shape[0] // 2))
+    best = [rows.reshape(2, -1).min(axis=0) for _, _, rows in calls]  # per video (and window): the lowest candidate
+    np.testing.assert_array_equal(out[:, 2, 0, 0, 0], best[0])  # lead-in: frames 2, 3
+    np.testing.assert_array_equal(out[:, 6, 0, 0, 0], best[1])  # keyframes 6, 9
+    for j, (_, lo, hi) in enumerate(windows):
+        gaps = [p for p in range(lo, hi) if p % 3 and p >= 4]
+        np.testing.assert_array_equal(out[:, gaps, 0, 0, 0], np.repeat(best[2][2 * j : 2 * j + 2, None], len(gaps), 1))
+
+
 # ---------------------------------------------------------------- observation guidance on an exact Gaussian oracle
 F, A_VAR, B_VAR, N = 2, 0.2, 0.8, 3000  # factor; pixel = block field (var b) + white noise (var a)
 

@@ -54,6 +54,36 @@ def load_model(cfg, workdir: str, step: int | None = None) -> tuple[SamplingMode
     return SamplingModel(graphdef, params, rest, cfg), step
 
 
+def load_keyframe_model(
+    model: SamplingModel, workdir: str, stride: int, step: int | None = None
+) -> tuple[SamplingModel, int]:
+    """The keyframe model for `keyframes_then_interpolate(model, ..., stride, keyframe_model=)`: the EMA parameters of
+    the run in `workdir` under the config it saved (config.json), sampled with `model`'s sampler settings (steps,
+    frame guidance, guidance weights), so that both stages sample alike -> (SamplingModel, step).
+
+    Its clips must step `stride` times as far as `model`'s (data.frame_stride = stride · model's: it generates every
+    stride-th frame of `model`'s videos) and have the same frame size; a ConfigError names what differs.
+    """
+    from vdm_jax import configuration
+
+    cfg = model.cfg
+    key_cfg = configuration.from_config_dict(configuration.load_run_config(workdir))
+    want = stride * cfg.data.frame_stride
+    if key_cfg.data.frame_stride != want:
+        raise configuration.ConfigError(
+            f"the keyframe run {workdir} was trained at data.frame_stride={key_cfg.data.frame_stride}; keyframes at "
+            f"stride {stride} of a model trained at data.frame_stride={cfg.data.frame_stride} need {want} "
+            f"(train one with --config.data.frame_stride={want}, or use stride "
+            f"{key_cfg.data.frame_stride / cfg.data.frame_stride:g})"
+        )
+    shape, key_shape = (cfg.data.resolution, cfg.model.channels), (key_cfg.data.resolution, key_cfg.model.channels)
+    if key_shape != shape:
+        raise configuration.ConfigError(
+            f"the keyframe run {workdir} makes frames of resolution, channels {key_shape}; this model makes {shape}"
+        )
+    return load_model(dataclasses.replace(key_cfg, sampler=cfg.sampler), workdir, step)
+
+
 def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
     """`method` with "auto" resolved (see the module docstring); ValueError for a combination that cannot work."""
     if method not in METHODS:
@@ -325,6 +355,8 @@ def keyframes_then_interpolate(
     key_context: int = 1,
     method: str = "auto",
     recon_weight: Weight = None,
+    cond: dict | None = None,
+    candidates: int = 1,
 ) -> jax.Array:
     """The two-stage long-video approach: context [N, k, H, W, C] -> [N, total_frames, H, W, C].
 
@@ -336,7 +368,9 @@ def keyframes_then_interpolate(
        data.frame_stride = s; default `model`) and `keyframe_overlap` (default: half its chunk).
     2. Interpolation: every other frame from `model`, in windows that hold the keyframes (and context frames) on
        both sides of their gaps, all windows in one batch.
-    Context frames, lead-in frames and keyframes appear in the result exactly.
+    Context frames, lead-in frames and keyframes appear in the result exactly. `cond` (labels / captions, leading
+    dim N) conditions every stage; `candidates` > 1 keeps, for every chunk of every stage, the likeliest of that many
+    samples (as in `extend`).
     """
     cfg = model.cfg
     context = jnp.asarray(context, jnp.float32)
@@ -347,9 +381,12 @@ def keyframes_then_interpolate(
     lead_in = stride * (key_context - 1) + 1  # frames through keyframe key_context - 1
     if key_context < 1 or lead_in > total_frames:
         raise ValueError(f"key_context={key_context} must be in 1 .. {len(keys)} (the keyframes of the video)")
+    if candidates < 1:
+        raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
+    guide = {"method": method, "recon_weight": recon_weight}
     if context.shape[1] < lead_in:
         lead_rng = jax.random.fold_in(rng, 2)  # rng itself splits as without a lead-in: same keys for the rest
-        context = extend(model, lead_rng, context, lead_in, method=method, recon_weight=recon_weight)
+        context = extend(model, lead_rng, context, lead_in, cond=cond, candidates=candidates, **guide)
     n, k = context.shape[:2]
     key_model = model if keyframe_model is None else keyframe_model
     key_chunk = key_model.cfg.data.num_frames
@@ -357,7 +394,7 @@ def keyframes_then_interpolate(
     overlap = max(known_keys.shape[1], key_chunk // 2) if keyframe_overlap is None else keyframe_overlap
     key_rng, fill_rng = jax.random.split(rng)
     keyframes = extend(
-        key_model, key_rng, known_keys, len(keys), overlap=overlap, method=method, recon_weight=recon_weight
+        key_model, key_rng, known_keys, len(keys), overlap=overlap, cond=cond, candidates=candidates, **guide
     )
 
     position = np.arange(total_frames)
@@ -366,7 +403,9 @@ def keyframes_then_interpolate(
     video = video.at[:, :k].set(context)
     frames = jnp.concatenate([video[:, s : s + chunk] for s, _, _ in windows], axis=0)  # [W·N, chunk, ...]
     mask = np.concatenate([np.broadcast_to(known[s : s + chunk], (n, chunk)) for s, _, _ in windows], axis=0)
-    filled = sample_with_known(model, fill_rng, frames, mask, method=method, recon_weight=recon_weight)
+    window_cond = jax.tree.map(lambda a: jnp.concatenate([a] * len(windows), axis=0), cond) if cond else cond
+    sampler = functools.partial(sample_with_known, model, **guide)
+    filled = _best_of(sampler, model, fill_rng, frames, jnp.asarray(mask), window_cond, candidates)
     for j, (start, lo, hi) in enumerate(windows):
         video = video.at[:, lo:hi].set(filled[j * n : (j + 1) * n, lo - start : hi - start])
     return video

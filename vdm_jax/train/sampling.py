@@ -113,11 +113,18 @@ def sample_conditional_from_checkpoint(
     num_cond_frames: int = 1,
     num_frames: int = 0,
     candidates: int = 1,
+    keyframe_stride: int = 0,
+    keyframe_workdir: str = "",
+    key_context: int = 2,
 ) -> str:
     """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
     context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
-    `num_frames` frames (0: the model's), autoregressively beyond the model's length (`conditional.extend`), each
-    chunk the likeliest of `candidates` samples.
+    `num_frames` frames (0: the model's), each chunk the likeliest of `candidates` samples.
+
+    Beyond the model's length: autoregressively (`conditional.extend`), or with `keyframe_stride` = s > 0 by
+    keyframes, then interpolation (`conditional.keyframes_then_interpolate`): every s-th frame first, from the run in
+    `keyframe_workdir` (trained at data.frame_stride = s times this run's; default this run's model, whose keyframes
+    then move at its own speed: slow motion), conditioned on `key_context` keyframes, then the frames between them.
     Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz."""
     from vdm_jax.train import conditional, media
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
@@ -133,30 +140,71 @@ def sample_conditional_from_checkpoint(
         )
     if candidates < 1:
         raise ContextError(f"--candidates={candidates} must be >= 1 (1: one sample per chunk)")
+    _check_keyframe_flags(cfg, total, keyframe_stride, keyframe_workdir, key_context)
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
     else:
         context = context_from_dataset(cfg, cond_split, cond_index, num_samples, num_cond_frames)
     model, step = conditional.load_model(cfg, workdir, step)
     method = conditional.resolve_method(cfg, "auto")
-    videos = conditional.extend(
-        model,
-        jax.random.key(cfg.seed + 2),
-        context,
-        total,
-        cond=conditioning_batch(cfg, num_samples),
-        candidates=candidates,
-    )
+    rng, cond = jax.random.key(cfg.seed + 2), conditioning_batch(cfg, num_samples)
+    keyframes = np.zeros(total, bool)
+    if keyframe_stride:
+        key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
+        if keyframe_workdir:
+            key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, keyframe_stride)
+            how = f"keyframes at stride {keyframe_stride} from {keyframe_workdir} (step {key_step}), then interpolation"
+        keyframes[::keyframe_stride] = True
+        videos = conditional.keyframes_then_interpolate(
+            model,
+            rng,
+            context,
+            total,
+            keyframe_stride,
+            keyframe_model=key_model,
+            key_context=key_context,
+            cond=cond,
+            candidates=candidates,
+        )
+    else:
+        how = "autoregressive" if total > cfg.data.num_frames else "one chunk"
+        videos = conditional.extend(model, rng, context, total, cond=cond, candidates=candidates)
     videos = np.asarray(jax.device_get(videos), np.float32)
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
     out_dir = os.path.join(workdir, "samples")
     name = f"cond_step{step}"
     paths = media.save_sample_grid(out_dir, name, videos, marked=marked)
-    np.savez_compressed(os.path.join(out_dir, f"{name}.npz"), videos=videos, context=context, marked=marked)
-    logging.info("Wrote %d conditional samples (%s) of step %d to %s", num_samples, method, step, paths["gif"])
+    np.savez_compressed(
+        os.path.join(out_dir, f"{name}.npz"), videos=videos, context=context, marked=marked, keyframes=keyframes
+    )
+    logging.info("Wrote %d conditional samples (%s, %s) of step %d to %s", num_samples, method, how, step, paths["gif"])
     print(
-        f"wrote {num_samples} samples of {total} frames from {num_cond_frames} conditioning frame(s) ({method}), "
-        f"step {step}: {paths['gif']} {paths['mp4']}"
+        f"wrote {num_samples} samples of {total} frames from {num_cond_frames} conditioning frame(s) ({method}; "
+        f"{how}), step {step}: {paths['gif']} {paths['mp4']}"
     )
     return paths["gif"]
+
+
+def _check_keyframe_flags(cfg, total: int, stride: int, workdir: str, key_context: int) -> None:
+    """The keyframe flags of `--mode=sample`, checked before anything loads; ContextError names the flag and fix."""
+    from vdm_jax.train.context import ContextError
+
+    t = cfg.data.num_frames
+    if not stride:
+        if workdir:
+            raise ContextError("--keyframe_workdir needs --keyframe_stride=<s> (the stride that run was trained at)")
+        return
+    if not 2 <= stride <= t - 1:
+        raise ContextError(
+            f"--keyframe_stride={stride} must be in 2 .. {t - 1}: an interpolation window of the model's {t} frames "
+            "must hold the keyframes on both sides of a gap (0: extend autoregressively)"
+        )
+    if total < t:
+        raise ContextError(f"--num_frames={total}: keyframes then interpolation needs at least the model's {t} frames")
+    num_keys = len(range(0, total, stride))
+    if not 1 <= key_context <= num_keys:
+        raise ContextError(
+            f"--key_context={key_context} must be in 1 .. {num_keys} (the keyframes of {total} frames at stride "
+            f"{stride}); 2 lets the keyframe model see the motion between two keyframes"
+        )
