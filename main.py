@@ -4,7 +4,7 @@
   python main.py --config=configs/default.py --workdir=runs/default --mode=sample    # videos from the latest checkpoint
   python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=64   # predict / extend clips
   python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=32 \
-      --keyframe_stride=4 --keyframe_workdir=runs/stride4                   # keyframes, then interpolation
+      --keyframe_stride=4 --keyframe_workdir=runs/key4                       # keyframes, then interpolation
   python main.py --config=configs/default.py --workdir=runs/default --mode=evaluate  # metrics -> <workdir>/eval/
 
 Any config key can be overridden: --config.train.num_steps=100 --config.model.channel_mults='(1,2,4)'.
@@ -104,8 +104,13 @@ def _run(cfg) -> None:
 
         loop.train_and_evaluate(cfg, _WORKDIR.value)
     elif _MODE.value == "sample":
+        from vdm_jax.errors import UserError
         from vdm_jax.train import sampling
 
+        if (_KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value) and not (_COND_VIDEO.value or _COND_SPLIT.value):
+            raise UserError(
+                "--keyframe_stride and --keyframe_workdir need frames to start from: give --cond_split or --cond_video"
+            )
         if _COND_VIDEO.value or _COND_SPLIT.value:
             sampling.sample_conditional_from_checkpoint(
                 cfg,

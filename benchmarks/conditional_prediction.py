@@ -9,7 +9,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
     with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`, and
     for keyframes then interpolation, per chunk of every stage);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
-    from the frame model or from a run trained at data.frame_stride = stride (--keyframe_workdir), conditioned on
+    from the frame model or from a run trained at --stride times its data.frame_stride (--keyframe_workdir; the
+    `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
     the context's keyframes or, with --key_context=2, on two (the frame model first continues the context);
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
@@ -132,15 +133,16 @@ def evaluate(
     candidates: int = 1,
     keyframe_workdir: str = "",
     key_context: int = 1,
+    overrides: tuple[str, ...] = (),
 ) -> dict:
     import jax
 
     from vdm_jax.train import conditional
 
     model, step = conditional.load_model(cfg, workdir)
-    key_model = None  # keyframes: a model trained at data.frame_stride = stride, else the frame model itself
-    if keyframe_workdir and stride:  # its config must say data.frame_stride = stride (a ConfigError names the fix)
-        key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, stride)
+    key_model = None  # keyframes: a model trained at stride x the frame model's frame stride, else the frame model
+    if keyframe_workdir and stride:  # a run of another stride or frame size is a ConfigError that says what differs
+        key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, stride, overrides=overrides)
     t, r = cfg.data.num_frames, cfg.data.resolution
     real, examples = real_clips(num, 4 * t, r)
     context = real[:, :k]
@@ -196,12 +198,10 @@ def evaluate(
                     ),
                 )
         if stride and "keyframes" in tasks:
-            # The keyframe model samples with the frame model's sampler settings (steps, frame guidance).
-            km = (
-                None
-                if key_model is None
-                else key_model._replace(cfg=dataclasses.replace(key_model.cfg, sampler=m.cfg.sampler))
-            )
+            # The keyframe model samples with this method's sampler settings (steps, frame guidance).
+            km = None
+            if key_model is not None:
+                km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
             label = f"keyframes_s{stride}" + (f"_kc{key_context}" if key_context > 1 else "") + ("_km" if km else "")
             for c in dict.fromkeys((1, candidates if name != "replacement" else 1)):
                 run(
@@ -238,7 +238,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--keyframe_workdir",
         default="",
-        help="keyframes from this run's model (trained at data.frame_stride = --stride) instead of the frame model",
+        help="keyframes from this run's model (trained at --stride times the frame run's data.frame_stride) instead "
+        "of the frame model",
     )
     parser.add_argument(
         "--key_context",
@@ -281,6 +282,7 @@ if __name__ == "__main__":
             samples_dir=args.samples_dir,
             candidates=args.candidates,
             keyframe_workdir=args.keyframe_workdir,
+            overrides=tuple(args.set),
             key_context=args.key_context,
         )
         print(json.dumps(out, indent=1))

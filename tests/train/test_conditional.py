@@ -259,6 +259,8 @@ def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorde
     assert set(out[0, [4, 5, 7, 8, 10, 11], 0, 0, 0]) == {3.0}
     with pytest.raises(ValueError, match="key_context=5"):
         conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
+    with pytest.raises(ValueError, match="would be given 4 keyframes"):  # the 4-frame model must have one to make
+        conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=4)
 
 
 def test_keyframes_pass_conditioning_and_keep_the_likeliest_candidates(model, monkeypatch):
@@ -272,7 +274,8 @@ def test_keyframes_pass_conditioning_and_keep_the_likeliest_candidates(model, mo
         fill = jnp.broadcast_to(jnp.asarray(rows)[:, None, None, None, None], frames.shape)
         return jnp.where(jnp.asarray(mask)[:, :, None, None, None] > 0, frames, fill)
 
-    def fake_nll(model, rng, frames, mask, **kwargs):
+    def fake_nll(model, rng, frames, mask, cond=None, **kwargs):
+        np.testing.assert_array_equal(cond["label"], np.tile(labels, frames.shape[0] // 2))  # scored as sampled
         unknown = 1.0 - jnp.asarray(mask)
         return jnp.sum(jnp.mean(frames, axis=(2, 3, 4)) * unknown, 1) / jnp.sum(unknown, 1)
 

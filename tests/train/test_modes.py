@@ -108,9 +108,11 @@ def test_sample_mode_makes_long_videos_by_keyframes_then_interpolation(tiny_run,
     np.testing.assert_array_equal(saved["marked"].sum(axis=1), [1, 1])
 
 
-def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run, monkeypatch):
+def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run, tmp_path):
     """Checked in-process (the flags reach this function as they are, see the test above): each error names the flag
-    and the fix, and a keyframe run trained at another stride is refused before sampling."""
+    and the fix, and a keyframe run of another stride or conditioning is refused before any checkpoint loads."""
+    import shutil
+
     from vdm_jax import configuration
     from vdm_jax.train import sampling
     from vdm_jax.train.context import ContextError
@@ -118,14 +120,33 @@ def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run
     workdir, data_dir = tiny_run
     overrides = [a.removeprefix("--config.") for a in runs.TINY] + [f"data.data_dir={data_dir}"]
     cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
-    base = {"num_samples": 1, "cond_split": "test", "num_frames": 8}
+    labelled = tmp_path / "labelled"  # a stride-2 run of a class-conditional model
+    shutil.copytree(keyframe_run, labelled)
+    config = json.loads((labelled / "config.json").read_text())
+    config["model"]["num_classes"] = 5
+    (labelled / "config.json").write_text(json.dumps(config))
+    base = {"num_samples": 1, "cond_split": "test", "num_frames": 8, "step": 99}  # step 99: any load would fail
     cases = [
         ({"keyframe_workdir": str(keyframe_run)}, ContextError, "--keyframe_workdir needs --keyframe_stride"),
         ({"keyframe_stride": 4}, ContextError, r"--keyframe_stride=4 must be in 2 \.\. 3"),
         ({"keyframe_stride": 2, "num_frames": 3}, ContextError, "--num_frames=3: keyframes then interpolation"),
         ({"keyframe_stride": 2, "key_context": 5}, ContextError, r"--key_context=5 must be in 1 \.\. 4"),
-        ({"keyframe_stride": 2, "keyframe_workdir": str(workdir)}, configuration.ConfigError, "frame_stride=1"),
-        ({"keyframe_stride": 3, "keyframe_workdir": str(keyframe_run)}, configuration.ConfigError, "or use stride 2"),
+        ({"keyframe_stride": 2, "key_context": 4}, ContextError, "gives the keyframe model 4 keyframes; it makes 4"),
+        (
+            {"keyframe_stride": 2, "keyframe_workdir": str(workdir)},
+            configuration.ConfigError,
+            "was trained at data.frame_stride=1; keyframes at stride 2",
+        ),
+        (
+            {"keyframe_stride": 3, "keyframe_workdir": str(keyframe_run)},
+            configuration.ConfigError,
+            "or make keyframes at stride 2, the one it fits",
+        ),
+        (
+            {"keyframe_stride": 2, "keyframe_workdir": str(labelled)},
+            configuration.ConfigError,
+            "model.num_classes 0 here, 5 there",
+        ),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):

@@ -54,34 +54,52 @@ def load_model(cfg, workdir: str, step: int | None = None) -> tuple[SamplingMode
     return SamplingModel(graphdef, params, rest, cfg), step
 
 
-def load_keyframe_model(
-    model: SamplingModel, workdir: str, stride: int, step: int | None = None
-) -> tuple[SamplingModel, int]:
-    """The keyframe model for `keyframes_then_interpolate(model, ..., stride, keyframe_model=)`: the EMA parameters of
-    the run in `workdir` under the config it saved (config.json), sampled with `model`'s sampler settings (steps,
-    frame guidance, guidance weights), so that both stages sample alike -> (SamplingModel, step).
+def keyframe_config(cfg, workdir: str, stride: int, overrides: tuple[str, ...] = ()):
+    """The config to sample the keyframe run in `workdir` with, as the keyframe model of a model configured by `cfg`
+    (`keyframes_then_interpolate(..., stride, keyframe_model=)`): the config that run saved (config.json, plus
+    `key.sub=value` overrides) with `cfg`'s sampler and parallel settings, so both stages sample alike on this
+    machine's devices (frame guidance off if the keyframe model does not read known frames).
 
-    Its clips must step `stride` times as far as `model`'s (data.frame_stride = stride · model's: it generates every
-    stride-th frame of `model`'s videos) and have the same frame size; a ConfigError names what differs.
+    Its clips must step `stride` times as far as `cfg`'s (data.frame_stride = stride · cfg's: it makes every
+    stride-th frame of `cfg`'s videos), with the same frame size and conditioning (classes, captions); a ConfigError
+    says what differs.
     """
     from vdm_jax import configuration
 
-    cfg = model.cfg
-    key_cfg = configuration.from_config_dict(configuration.load_run_config(workdir))
-    want = stride * cfg.data.frame_stride
-    if key_cfg.data.frame_stride != want:
+    key_cfg = configuration.from_config_dict(configuration.load_run_config(workdir, overrides))
+    have, want = key_cfg.data.frame_stride, stride * cfg.data.frame_stride
+    if have != want:
+        ratio, rest = divmod(have, cfg.data.frame_stride)
+        hint = f", or make keyframes at stride {ratio}, the one it fits" if not rest and ratio >= 2 else ""
         raise configuration.ConfigError(
-            f"the keyframe run {workdir} was trained at data.frame_stride={key_cfg.data.frame_stride}; keyframes at "
-            f"stride {stride} of a model trained at data.frame_stride={cfg.data.frame_stride} need {want} "
-            f"(train one with --config.data.frame_stride={want}, or use stride "
-            f"{key_cfg.data.frame_stride / cfg.data.frame_stride:g})"
+            f"the keyframe run {workdir} was trained at data.frame_stride={have}; keyframes at stride {stride} of a "
+            f"model trained at data.frame_stride={cfg.data.frame_stride} need a run at {want} (train one with "
+            f"--config.data.frame_stride={want}{hint})"
         )
-    shape, key_shape = (cfg.data.resolution, cfg.model.channels), (key_cfg.data.resolution, key_cfg.model.channels)
-    if key_shape != shape:
+    fields = {
+        "data.resolution": (cfg.data.resolution, key_cfg.data.resolution),
+        "model.channels": (cfg.model.channels, key_cfg.model.channels),
+        "model.num_classes": (cfg.model.num_classes, key_cfg.model.num_classes),
+        "model.text_conditioning": (cfg.model.text_conditioning, key_cfg.model.text_conditioning),
+        "data.text_max_length": (cfg.data.text_max_length, key_cfg.data.text_max_length),
+    }
+    differ = [f"{k} {mine!r} here, {theirs!r} there" for k, (mine, theirs) in fields.items() if mine != theirs]
+    if differ:
         raise configuration.ConfigError(
-            f"the keyframe run {workdir} makes frames of resolution, channels {key_shape}; this model makes {shape}"
+            f"the keyframe run {workdir} cannot make this model's keyframes: {'; '.join(differ)}"
         )
-    return load_model(dataclasses.replace(key_cfg, sampler=cfg.sampler), workdir, step)
+    sampler = cfg.sampler
+    if not key_cfg.model.frame_conditioning:
+        sampler = dataclasses.replace(sampler, frame_guidance_weight=0.0)
+    return dataclasses.replace(key_cfg, sampler=sampler, parallel=cfg.parallel)
+
+
+def load_keyframe_model(
+    model: SamplingModel, workdir: str, stride: int, step: int | None = None, overrides: tuple[str, ...] = ()
+) -> tuple[SamplingModel, int]:
+    """The keyframe run in `workdir` (latest or given checkpoint, EMA parameters) under `keyframe_config` -> (the
+    keyframe model for `keyframes_then_interpolate(model, ..., stride, keyframe_model=)`, its step)."""
+    return load_model(keyframe_config(model.cfg, workdir, stride, overrides), workdir, step)
 
 
 def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
@@ -383,13 +401,19 @@ def keyframes_then_interpolate(
         raise ValueError(f"key_context={key_context} must be in 1 .. {len(keys)} (the keyframes of the video)")
     if candidates < 1:
         raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
+    key_model = model if keyframe_model is None else keyframe_model
+    key_chunk = key_model.cfg.data.num_frames
+    given = -(-max(context.shape[1], lead_in) // stride)  # keyframes known after the lead-in
+    if given >= key_chunk:
+        raise ValueError(
+            f"the keyframe model would be given {given} keyframes (key_context={key_context}, {context.shape[1]} "
+            f"context frames at stride {stride}), not fewer than its {key_chunk} frames: give fewer"
+        )
     guide = {"method": method, "recon_weight": recon_weight}
     if context.shape[1] < lead_in:
         lead_rng = jax.random.fold_in(rng, 2)  # rng itself splits as without a lead-in: same keys for the rest
         context = extend(model, lead_rng, context, lead_in, cond=cond, candidates=candidates, **guide)
     n, k = context.shape[:2]
-    key_model = model if keyframe_model is None else keyframe_model
-    key_chunk = key_model.cfg.data.num_frames
     known_keys = context[:, ::stride]  # the context frames on keyframe positions
     overlap = max(known_keys.shape[1], key_chunk // 2) if keyframe_overlap is None else keyframe_overlap
     key_rng, fill_rng = jax.random.split(rng)

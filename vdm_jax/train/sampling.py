@@ -140,7 +140,7 @@ def sample_conditional_from_checkpoint(
         )
     if candidates < 1:
         raise ContextError(f"--candidates={candidates} must be >= 1 (1: one sample per chunk)")
-    _check_keyframe_flags(cfg, total, keyframe_stride, keyframe_workdir, key_context)
+    key_cfg = _check_keyframe_flags(cfg, total, num_cond_frames, keyframe_stride, keyframe_workdir, key_context)
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
     else:
@@ -152,7 +152,7 @@ def sample_conditional_from_checkpoint(
     if keyframe_stride:
         key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
         if keyframe_workdir:
-            key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, keyframe_stride)
+            key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
             how = f"keyframes at stride {keyframe_stride} from {keyframe_workdir} (step {key_step}), then interpolation"
         keyframes[::keyframe_stride] = True
         videos = conditional.keyframes_then_interpolate(
@@ -186,15 +186,19 @@ def sample_conditional_from_checkpoint(
     return paths["gif"]
 
 
-def _check_keyframe_flags(cfg, total: int, stride: int, workdir: str, key_context: int) -> None:
-    """The keyframe flags of `--mode=sample`, checked before anything loads; ContextError names the flag and fix."""
+def _check_keyframe_flags(cfg, total: int, num_cond_frames: int, stride: int, workdir: str, key_context: int):
+    """The keyframe flags of `--mode=sample`, checked before any checkpoint loads -> the keyframe run's config (None:
+    no keyframe run). ContextError names the flag and the fix; ConfigError says how the keyframe run differs."""
+    from vdm_jax.train import conditional
     from vdm_jax.train.context import ContextError
 
     t = cfg.data.num_frames
     if not stride:
         if workdir:
-            raise ContextError("--keyframe_workdir needs --keyframe_stride=<s> (the stride that run was trained at)")
-        return
+            raise ContextError(
+                "--keyframe_workdir needs --keyframe_stride=<s>: that run's data.frame_stride over this run's"
+            )
+        return None
     if not 2 <= stride <= t - 1:
         raise ContextError(
             f"--keyframe_stride={stride} must be in 2 .. {t - 1}: an interpolation window of the model's {t} frames "
@@ -208,3 +212,13 @@ def _check_keyframe_flags(cfg, total: int, stride: int, workdir: str, key_contex
             f"--key_context={key_context} must be in 1 .. {num_keys} (the keyframes of {total} frames at stride "
             f"{stride}); 2 lets the keyframe model see the motion between two keyframes"
         )
+    key_cfg = conditional.keyframe_config(cfg, workdir, stride) if workdir else None
+    key_t = (key_cfg or cfg).data.num_frames
+    given = -(-max(num_cond_frames, stride * (key_context - 1) + 1) // stride)
+    if given >= key_t:
+        raise ContextError(
+            f"--key_context={key_context} with --num_cond_frames={num_cond_frames} gives the keyframe model "
+            f"{given} keyframes; it makes {key_t} frames and needs fewer known: lower --key_context"
+            + (" or --num_cond_frames" if num_cond_frames > stride * (key_context - 1) + 1 else "")
+        )
+    return key_cfg
