@@ -3,8 +3,8 @@
   python main.py --config=configs/default.py --workdir=runs/default                  # train (resumes if possible)
   python main.py --config=configs/default.py --workdir=runs/default --mode=sample    # videos from the latest checkpoint
   python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=64   # predict / extend clips
-  python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=32 \
-      --keyframe_stride=4 --keyframe_workdir=runs/key4                       # keyframes, then interpolation
+  python main.py ... --mode=sample --num_frames=32                                  # long videos from nothing
+  python main.py ... --mode=sample --num_frames=32 --keyframe_stride=4 --keyframe_workdir=runs/key4  # keyframes first
   python main.py --config=configs/default.py --workdir=runs/default --mode=evaluate  # metrics -> <workdir>/eval/
 
 Any config key can be overridden: --config.train.num_steps=100 --config.model.channel_mults='(1,2,4)'.
@@ -27,14 +27,18 @@ _COND_VIDEO = flags.DEFINE_string("cond_video", "", "sample: continue the first 
 _COND_SPLIT = flags.DEFINE_string("cond_split", "", "sample: continue clips of this dataset split (e.g. test).")
 _COND_INDEX = flags.DEFINE_integer("cond_index", 0, "sample: first clip of --cond_split (one clip per sample).")
 _NUM_COND_FRAMES = flags.DEFINE_integer("num_cond_frames", 1, "sample: conditioning frames taken from the clip.")
-_NUM_FRAMES = flags.DEFINE_integer("num_frames", 0, "sample: total frames with conditioning (0: the model's).")
+_NUM_FRAMES = flags.DEFINE_integer(
+    "num_frames",
+    0,
+    "sample: total frames (0: the model's); longer videos are made chunk by chunk, from nothing or not.",
+)
 _CANDIDATES = flags.DEFINE_integer(
-    "candidates", 1, "sample with conditioning: keep the likeliest of this many samples of each chunk (cost x N)."
+    "candidates", 1, "sample chunk by chunk: keep the likeliest of this many samples of each chunk (cost x N)."
 )
 _KEYFRAME_STRIDE = flags.DEFINE_integer(
     "keyframe_stride",
     0,
-    "sample with conditioning: make long videos by keyframes at this frame stride, then the frames between them "
+    "sample: make long videos by keyframes at this frame stride, then the frames between them "
     "(0: extend autoregressively).",
 )
 _KEYFRAME_WORKDIR = flags.DEFINE_string(
@@ -47,7 +51,7 @@ _KEY_CONTEXT = flags.DEFINE_integer(
     "key_context",
     2,
     "sample with --keyframe_stride: keyframes the keyframe model is given (the model first continues the "
-    "conditioning frames to that many); 2 shows it the motion.",
+    "conditioning frames to that many; 0 without any: the keyframe model starts from nothing); 2 shows it the motion.",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters auto-detect the rest)."
@@ -104,14 +108,12 @@ def _run(cfg) -> None:
 
         loop.train_and_evaluate(cfg, _WORKDIR.value)
     elif _MODE.value == "sample":
-        from vdm_jax.errors import UserError
         from vdm_jax.train import sampling
 
-        if (_KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value) and not (_COND_VIDEO.value or _COND_SPLIT.value):
-            raise UserError(
-                "--keyframe_stride and --keyframe_workdir need frames to start from: give --cond_split or --cond_video"
-            )
-        if _COND_VIDEO.value or _COND_SPLIT.value:
+        long_video = (
+            _NUM_FRAMES.value not in (0, cfg.data.num_frames) or _KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value
+        )
+        if _COND_VIDEO.value or _COND_SPLIT.value or long_video:  # from conditioning frames, or long from nothing
             sampling.sample_conditional_from_checkpoint(
                 cfg,
                 _WORKDIR.value,

@@ -156,6 +156,14 @@ def test_extend_conditions_each_chunk_on_the_last_frames(model, recorder):
         np.testing.assert_array_equal(frames[:, :2], out[:, end - 2 : end])
 
 
+def test_extend_from_nothing_samples_the_first_chunk_unconditionally(model, recorder):
+    out = np.asarray(conditional.extend(model, jax.random.key(0), jnp.zeros((2, 0, 8, 8, 3)), 8))
+    assert out.shape == (2, 8, 8, 8, 3)
+    masks = [mask for _, mask in recorder]
+    np.testing.assert_array_equal(masks, [[[0, 0, 0, 0]] * 2, [[1, 1, 0, 0]] * 2, [[1, 1, 0, 0]] * 2])  # overlap T/2
+    np.testing.assert_array_equal(out[0, :, 0, 0, 0], [1, 1, 1, 1, 2, 2, 3, 3])
+
+
 def test_extend_keeps_each_videos_likeliest_candidate(model, monkeypatch):
     """candidates = 3: each chunk is one batch of 3·N samples, and per video the one of lowest chunk_nll is kept (a
     stand-in score here: the mean value of the sample's unknown frames), chunk after chunk."""
@@ -261,6 +269,20 @@ def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorde
         conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
     with pytest.raises(ValueError, match="would be given 4 keyframes"):  # the 4-frame model must have one to make
         conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=4)
+
+
+def test_keyframes_from_nothing(model, recorder):
+    """No context and key_context = 0: the keyframes are the first call, from nothing; the windows know them."""
+    out = np.asarray(
+        conditional.keyframes_then_interpolate(
+            model, jax.random.key(0), jnp.zeros((1, 0, 8, 8, 3)), 12, 3, key_context=0
+        )
+    )
+    np.testing.assert_array_equal(recorder[0][1], [[0, 0, 0, 0]])
+    assert len(recorder) == 2
+    for j, (start, _, _) in enumerate(conditional.interpolation_windows(12, 4, 3)):
+        np.testing.assert_array_equal(recorder[1][1][j], [float(p % 3 == 0) for p in range(start, start + 4)])
+    np.testing.assert_array_equal(out[0, :, 0, 0, 0], [1 if p % 3 == 0 else 2 for p in range(12)])
 
 
 def test_keyframes_pass_conditioning_and_keep_the_likeliest_candidates(model, monkeypatch):

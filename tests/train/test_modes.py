@@ -108,6 +108,51 @@ def test_sample_mode_makes_long_videos_by_keyframes_then_interpolation(tiny_run,
     np.testing.assert_array_equal(saved["marked"].sum(axis=1), [1, 1])
 
 
+def test_sample_mode_makes_long_videos_from_nothing(tiny_run):
+    """--num_frames beyond the model's without conditioning frames: an unconditional first chunk, then extension."""
+    import numpy as np
+
+    workdir, data_dir = tiny_run
+    out = runs.run(workdir, *runs.TINY, "--mode=sample", "--num_frames=7", "--num_samples=2", data_dir=data_dir)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "from 0 conditioning frame(s) (replacement; autoregressive)" in out.stdout
+    saved = np.load(workdir / "samples" / "sample_step2_7f.npz")
+    assert saved["videos"].shape == (2, 7, 16, 16, 3) and not saved["marked"].any()
+    assert np.all(np.abs(saved["videos"]) <= 1.0) and saved["videos"].std() > 0.1
+
+
+def test_keyframes_from_nothing(tiny_run, keyframe_run, monkeypatch):
+    """key_context = 0 without conditioning frames: the keyframe run makes frames 0, 2, 4, 6 from nothing."""
+    import numpy as np
+
+    from vdm_jax import configuration
+    from vdm_jax.train import conditional, sampling
+
+    workdir, data_dir = tiny_run
+    overrides = [a.removeprefix("--config.") for a in runs.TINY] + [f"data.data_dir={data_dir}"]
+    cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+    calls, real = [], conditional.keyframes_then_interpolate
+
+    def spy(model, rng, context, *args, **kwargs):
+        calls.append((context.shape, kwargs["keyframe_model"].cfg.data.frame_stride, kwargs["key_context"]))
+        return real(model, rng, context, *args, **kwargs)
+
+    monkeypatch.setattr(conditional, "keyframes_then_interpolate", spy)
+    sampling.sample_conditional_from_checkpoint(
+        cfg,
+        str(workdir),
+        num_samples=2,
+        num_frames=8,
+        keyframe_stride=2,
+        keyframe_workdir=str(keyframe_run),
+        key_context=0,
+    )
+    assert calls == [((2, 0, 16, 16, 3), 2, 0)]
+    saved = np.load(workdir / "samples" / "sample_step2_8f.npz")
+    assert saved["videos"].shape == (2, 8, 16, 16, 3) and saved["context"].shape == (2, 0, 16, 16, 3)
+    np.testing.assert_array_equal(saved["keyframes"], [1, 0, 1, 0, 1, 0, 1, 0])
+
+
 def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run, tmp_path):
     """Checked in-process (the flags reach this function as they are, see the test above): each error names the flag
     and the fix, and a keyframe run of another stride or conditioning is refused before any checkpoint loads."""
@@ -130,7 +175,7 @@ def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run
         ({"keyframe_workdir": str(keyframe_run)}, ContextError, "--keyframe_workdir needs --keyframe_stride"),
         ({"keyframe_stride": 4}, ContextError, r"--keyframe_stride=4 must be in 2 \.\. 3"),
         ({"keyframe_stride": 2, "num_frames": 3}, ContextError, "--num_frames=3: keyframes then interpolation"),
-        ({"keyframe_stride": 2, "key_context": 5}, ContextError, r"--key_context=5 must be in 1 \.\. 4"),
+        ({"keyframe_stride": 2, "key_context": 5}, ContextError, r"--key_context=5 must be in 0 \.\. 4"),
         ({"keyframe_stride": 2, "key_context": 4}, ContextError, "gives the keyframe model 4 keyframes; it makes 4"),
         (
             {"keyframe_stride": 2, "keyframe_workdir": str(workdir)},

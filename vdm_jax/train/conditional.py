@@ -288,8 +288,9 @@ def extend(
 ) -> jax.Array:
     """Autoregressive extension (VDM §4.3.3): context [N, k, H, W, C] -> video [N, total_frames, H, W, C].
 
-    The first chunk of `chunk` frames (default config.data.num_frames) is conditioned on the k context frames; each
-    later chunk on the last `overlap` frames (default k) of the video so far and adds chunk − overlap new frames.
+    The first chunk of `chunk` frames (default config.data.num_frames) is conditioned on the k context frames (k = 0:
+    an unconditional sample, for long videos from nothing); each later chunk on the last `overlap` frames (default
+    k, or half a chunk when k = 0) of the video so far and adds chunk − overlap new frames.
     The video starts with the context, exactly. total_frames <= chunk is plain prediction.
     candidates > 1: each chunk is sampled that many times (one batch of candidates · N) and the candidate the model
     finds likeliest given the known frames is kept (`chunk_nll`); costs about `candidates` times a plain chunk.
@@ -299,9 +300,9 @@ def extend(
     _check_frames(cfg, context, "context")
     chunk = cfg.data.num_frames if chunk is None else chunk
     k = context.shape[1]
-    overlap = k if overlap is None else overlap
-    if not 1 <= k < chunk:
-        raise ValueError(f"context has {k} frames; give 1 .. chunk - 1 = {chunk - 1} (chunk = model frames {chunk})")
+    overlap = (k or chunk // 2) if overlap is None else overlap
+    if not 0 <= k < chunk:
+        raise ValueError(f"context has {k} frames; give 0 .. chunk - 1 = {chunk - 1} (chunk = model frames {chunk})")
     if not 1 <= overlap < chunk:
         raise ValueError(f"overlap={overlap} must be in 1 .. chunk - 1 = {chunk - 1}")
     if total_frames < k:
@@ -381,6 +382,8 @@ def keyframes_then_interpolate(
     0. Lead-in (only where the context holds fewer than `key_context` keyframes): `model` first continues the
        context to frame s·(key_context − 1), so that the keyframe model sees that many keyframes, and with two or
        more, the motion between them (from frames 0 and 1 alone it would see one keyframe, and no velocity).
+       The context may be empty (k = 0): the lead-in is then an unconditional sample, or with key_context = 0 there
+       is none and the keyframe model starts from nothing.
     1. Keyframes: the frames at positions 0, s, 2s, ... (s = stride), conditioned on the context frames that fall on
        keyframe positions, extended autoregressively with `keyframe_model` (ideally one trained at
        data.frame_stride = s; default `model`) and `keyframe_overlap` (default: half its chunk).
@@ -396,9 +399,9 @@ def keyframes_then_interpolate(
     chunk = cfg.data.num_frames
     windows = interpolation_windows(total_frames, chunk, stride)
     keys = keyframe_indices(total_frames, stride)
-    lead_in = stride * (key_context - 1) + 1  # frames through keyframe key_context - 1
-    if key_context < 1 or lead_in > total_frames:
-        raise ValueError(f"key_context={key_context} must be in 1 .. {len(keys)} (the keyframes of the video)")
+    lead_in = stride * (key_context - 1) + 1 if key_context else 0  # frames through keyframe key_context - 1
+    if key_context < 0 or lead_in > total_frames:
+        raise ValueError(f"key_context={key_context} must be in 0 .. {len(keys)} (the keyframes of the video)")
     if candidates < 1:
         raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
     key_model = model if keyframe_model is None else keyframe_model

@@ -119,21 +119,27 @@ def sample_conditional_from_checkpoint(
 ) -> str:
     """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
     context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
-    `num_frames` frames (0: the model's), each chunk the likeliest of `candidates` samples.
+    `num_frames` frames (0: the model's), each chunk the likeliest of `candidates` samples. With neither source the
+    video starts from nothing (no conditioning frames: the first chunk is an unconditional sample), for videos longer
+    than the model's (`<workdir>/samples/sample_step<step>_<num_frames>f`).
 
     Beyond the model's length: autoregressively (`conditional.extend`), or with `keyframe_stride` = s > 0 by
     keyframes, then interpolation (`conditional.keyframes_then_interpolate`): every s-th frame first, from the run in
     `keyframe_workdir` (trained at data.frame_stride = s times this run's; default this run's model, whose keyframes
     then move at its own speed: slow motion), conditioned on `key_context` keyframes, then the frames between them.
-    Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz."""
+    Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz.
+    With no conditioning frames, `key_context` = 0 has the keyframe model start from nothing; 1 or 2 have this model
+    first sample the video's start through keyframe key_context − 1."""
     from vdm_jax.train import conditional, media
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
     from vdm_jax.train.loop import conditioning_batch
 
-    if bool(cond_video) == bool(cond_split):
-        raise ContextError("conditional sampling needs exactly one of --cond_video=<file> or --cond_split=<split>")
+    if cond_video and cond_split:
+        raise ContextError("give one of --cond_video=<file> or --cond_split=<split>, not both")
+    if not (cond_video or cond_split):
+        num_cond_frames = 0  # from nothing
     total = num_frames or cfg.data.num_frames
-    if not 1 <= num_cond_frames < min(total, cfg.data.num_frames):
+    if num_cond_frames and not 1 <= num_cond_frames < min(total, cfg.data.num_frames):
         raise ContextError(
             f"--num_cond_frames={num_cond_frames} must be in 1 .. {min(total, cfg.data.num_frames) - 1} "
             f"(fewer than --num_frames={total} and the model's {cfg.data.num_frames} frames)"
@@ -143,8 +149,11 @@ def sample_conditional_from_checkpoint(
     key_cfg = _check_keyframe_flags(cfg, total, num_cond_frames, keyframe_stride, keyframe_workdir, key_context)
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
-    else:
+    elif cond_split:
         context = context_from_dataset(cfg, cond_split, cond_index, num_samples, num_cond_frames)
+    else:
+        r = cfg.data.resolution
+        context = np.zeros((num_samples, 0, r, r, cfg.model.channels), np.float32)
     model, step = conditional.load_model(cfg, workdir, step)
     method = conditional.resolve_method(cfg, "auto")
     rng, cond = jax.random.key(cfg.seed + 2), conditioning_batch(cfg, num_samples)
@@ -173,7 +182,7 @@ def sample_conditional_from_checkpoint(
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
     out_dir = os.path.join(workdir, "samples")
-    name = f"cond_step{step}"
+    name = f"cond_step{step}" if num_cond_frames else f"sample_step{step}_{total}f"
     paths = media.save_sample_grid(out_dir, name, videos, marked=marked)
     np.savez_compressed(
         os.path.join(out_dir, f"{name}.npz"), videos=videos, context=context, marked=marked, keyframes=keyframes
@@ -207,18 +216,19 @@ def _check_keyframe_flags(cfg, total: int, num_cond_frames: int, stride: int, wo
     if total < t:
         raise ContextError(f"--num_frames={total}: keyframes then interpolation needs at least the model's {t} frames")
     num_keys = len(range(0, total, stride))
-    if not 1 <= key_context <= num_keys:
+    if not 0 <= key_context <= num_keys:
         raise ContextError(
-            f"--key_context={key_context} must be in 1 .. {num_keys} (the keyframes of {total} frames at stride "
+            f"--key_context={key_context} must be in 0 .. {num_keys} (the keyframes of {total} frames at stride "
             f"{stride}); 2 lets the keyframe model see the motion between two keyframes"
         )
     key_cfg = conditional.keyframe_config(cfg, workdir, stride) if workdir else None
     key_t = (key_cfg or cfg).data.num_frames
-    given = -(-max(num_cond_frames, stride * (key_context - 1) + 1) // stride)
+    lead_in = stride * (key_context - 1) + 1 if key_context else 0
+    given = -(-max(num_cond_frames, lead_in) // stride)
     if given >= key_t:
         raise ContextError(
             f"--key_context={key_context} with --num_cond_frames={num_cond_frames} gives the keyframe model "
             f"{given} keyframes; it makes {key_t} frames and needs fewer known: lower --key_context"
-            + (" or --num_cond_frames" if num_cond_frames > stride * (key_context - 1) + 1 else "")
+            + (" or --num_cond_frames" if num_cond_frames > lead_in else "")
         )
     return key_cfg
