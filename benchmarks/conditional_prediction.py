@@ -12,6 +12,9 @@ config's unconditional one, then measures with the temporal-consistency metrics
     from the frame model or from a run trained at --stride times its data.frame_stride (--keyframe_workdir; the
     `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
     the context's keyframes or, with --key_context=2, on two (the frame model first continues the context);
+  - long videos from nothing (task from_nothing, 4T frames, no real frame known): extension from an unconditional
+    first chunk, and with --keyframe_workdir keyframes from nothing (key_context=0), then interpolation; scored by
+    the temporal metrics alone;
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
     that repeats the last context frame), how far generated objects are from the real trajectories, how often a
@@ -82,6 +85,16 @@ def colour_kept(videos: np.ndarray, last: int) -> float:
     return float(np.mean(kept))
 
 
+def summarise_unconditional(videos: np.ndarray) -> dict:
+    """Videos made from no real frame: the temporal-consistency metrics and the frame-0 colours kept to the end."""
+    from vdm_jax.evaluation import temporal_consistency
+
+    return {
+        "colours_kept_last_frame": round(colour_kept(videos, videos.shape[1] - 1), 3),
+        **{k_: round(v, 3) for k_, v in temporal_consistency(videos).items()},
+    }
+
+
 def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, examples: list[dict], k: int) -> dict:
     from vdm_jax.evaluation import object_fidelity, temporal_consistency
 
@@ -99,7 +112,7 @@ def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, example
     }
 
 
-TASKS = ("predict", "extend", "keyframes")
+TASKS = ("predict", "extend", "keyframes", "from_nothing")
 
 
 def pick_long_video_method(methods: dict, results: dict, choice: str) -> str:
@@ -155,12 +168,14 @@ def evaluate(
     results["real_T"] = summarise(real[:, :t], context, real, examples, k)
     results["repeat_last_frame"] = summarise(repeat, context, real, examples, k)
     uncond = conditional.sample_with_known(model, rng, np.zeros((num, t, r, r, 3)), np.zeros((num, t)))
+    empty = np.zeros((num, 0, r, r, 3), np.float32)  # no context: long videos from nothing
     results["unconditional_temporal"] = summarise(np.asarray(uncond), np.asarray(uncond)[:, :k], real, examples, k)
 
-    def run(name: str, fn) -> None:
+    def run(name: str, fn, conditioned: bool = True) -> None:
         t0 = time.time()
         out = np.asarray(fn())
-        results[name] = {**summarise(out, context, real, examples, k), "seconds": round(time.time() - t0, 1)}
+        scores = summarise(out, context, real, examples, k) if conditioned else summarise_unconditional(out)
+        results[name] = {**scores, "seconds": round(time.time() - t0, 1)}
         if samples_dir:  # [N, T, H, W, 3] float32 in [-1, 1], as scored: to look at or score again exactly
             os.makedirs(samples_dir, exist_ok=True)
             np.savez_compressed(os.path.join(samples_dir, f"{name}.npz"), videos=out.astype(np.float32))
@@ -209,6 +224,29 @@ def evaluate(
                     lambda m=m, km=km, kw=kwargs, c=c: conditional.keyframes_then_interpolate(
                         m, rng, context, 4 * t, stride, keyframe_model=km, key_context=key_context, candidates=c, **kw
                     ),
+                )
+        if "from_nothing" in tasks and name != "replacement":  # long videos with no real frame: temporal metrics
+            run(
+                f"from_nothing_extend4x_{name}",
+                lambda m=m, kw=kwargs: conditional.extend(m, rng, empty, 4 * t, **kw),
+                False,
+            )
+            if stride and key_model is not None:
+                run(
+                    f"from_nothing_keyframes_s{stride}_kc0_km_{name}",
+                    lambda m=m, kw=kwargs: conditional.keyframes_then_interpolate(
+                        m,
+                        rng,
+                        empty,
+                        4 * t,
+                        stride,
+                        keyframe_model=key_model._replace(
+                            cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides)
+                        ),
+                        key_context=0,
+                        **kw,
+                    ),
+                    False,
                 )
     results["real_4T"] = summarise(real, context, real, examples, k)
     return results
