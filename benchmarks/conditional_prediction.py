@@ -13,8 +13,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
     `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
     the context's keyframes or, with --key_context=2, on two (the frame model first continues the context);
   - long videos from nothing (task from_nothing, 4T frames, no real frame known): extension from an unconditional
-    first chunk, and with --keyframe_workdir keyframes from nothing (key_context=0), then interpolation; scored by
-    the temporal metrics alone;
+    first chunk, and with --keyframe_workdir keyframes, then interpolation (--key_context=0: the keyframe model
+    starts from nothing; 1 or 2: the frame model makes the start); scored by the temporal metrics alone;
   - how well the conditioning frames are reproduced (their largest absolute error; 0 by construction of the
     samplers), how far the first predicted frame is from the real continuation (pixel MSE, and a no-model baseline
     that repeats the last context frame), how far generated objects are from the real trajectories, how often a
@@ -233,7 +233,7 @@ def evaluate(
             )
             if stride and key_model is not None:
                 run(
-                    f"from_nothing_keyframes_s{stride}_kc0_km_{name}",
+                    f"from_nothing_keyframes_s{stride}_kc{key_context}_km_{name}",
                     lambda m=m, kw=kwargs: conditional.keyframes_then_interpolate(
                         m,
                         rng,
@@ -243,7 +243,7 @@ def evaluate(
                         keyframe_model=key_model._replace(
                             cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides)
                         ),
-                        key_context=0,
+                        key_context=key_context,
                         **kw,
                     ),
                     False,
