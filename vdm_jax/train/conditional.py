@@ -362,6 +362,17 @@ def interpolation_windows(total_frames: int, chunk: int, stride: int) -> list[tu
         w += step
 
 
+def lead_in_frames(stride: int, key_context: int) -> int:
+    """The frames a video must hold before its keyframe chunk, so that it knows `key_context` keyframes: through frame
+    stride·(key_context − 1); none for key_context = 0."""
+    return stride * (key_context - 1) + 1 if key_context else 0
+
+
+def known_keyframes(context_frames: int, stride: int, key_context: int) -> int:
+    """How many keyframes the keyframe chunk knows: those among the context frames and the lead-in."""
+    return -(-max(context_frames, lead_in_frames(stride, key_context)) // stride)
+
+
 def keyframes_then_interpolate(
     model: SamplingModel,
     rng: jax.Array,
@@ -399,14 +410,14 @@ def keyframes_then_interpolate(
     chunk = cfg.data.num_frames
     windows = interpolation_windows(total_frames, chunk, stride)
     keys = keyframe_indices(total_frames, stride)
-    lead_in = stride * (key_context - 1) + 1 if key_context else 0  # frames through keyframe key_context - 1
+    lead_in = lead_in_frames(stride, key_context)
     if key_context < 0 or lead_in > total_frames:
         raise ValueError(f"key_context={key_context} must be in 0 .. {len(keys)} (the keyframes of the video)")
     if candidates < 1:
         raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
     key_model = model if keyframe_model is None else keyframe_model
     key_chunk = key_model.cfg.data.num_frames
-    given = -(-max(context.shape[1], lead_in) // stride)  # keyframes known after the lead-in
+    given = known_keyframes(context.shape[1], stride, key_context)
     if given >= key_chunk:
         raise ValueError(
             f"the keyframe model would be given {given} keyframes (key_context={key_context}, {context.shape[1]} "

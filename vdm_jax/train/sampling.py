@@ -223,8 +223,8 @@ def _check_keyframe_flags(cfg, total: int, num_cond_frames: int, stride: int, wo
         )
     key_cfg = conditional.keyframe_config(cfg, workdir, stride) if workdir else None
     key_t = (key_cfg or cfg).data.num_frames
-    lead_in = stride * (key_context - 1) + 1 if key_context else 0
-    given = -(-max(num_cond_frames, lead_in) // stride)
+    lead_in = conditional.lead_in_frames(stride, key_context)
+    given = conditional.known_keyframes(num_cond_frames, stride, key_context)
     if given >= key_t:
         raise ContextError(
             f"--key_context={key_context} with --num_cond_frames={num_cond_frames} gives the keyframe model "
