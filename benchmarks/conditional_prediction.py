@@ -200,6 +200,9 @@ def evaluate(
     results["extend_with"] = best = pick_long_video_method(methods, results, extend_with)
     for name in [n for n in dict.fromkeys(("replacement", best)) if n in methods]:
         m, kwargs = methods[name]
+        km = None  # the keyframe model, sampled with this method's sampler settings (steps, frame guidance)
+        if stride and key_model is not None:
+            km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
         if "extend" in tasks:
             run(
                 f"extend4x_{name}",
@@ -213,10 +216,6 @@ def evaluate(
                     ),
                 )
         if stride and "keyframes" in tasks:
-            # The keyframe model samples with this method's sampler settings (steps, frame guidance).
-            km = None
-            if key_model is not None:
-                km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
             label = f"keyframes_s{stride}" + (f"_kc{key_context}" if key_context > 1 else "") + ("_km" if km else "")
             for c in dict.fromkeys((1, candidates if name != "replacement" else 1)):
                 run(
@@ -231,20 +230,11 @@ def evaluate(
                 lambda m=m, kw=kwargs: conditional.extend(m, rng, empty, 4 * t, **kw),
                 False,
             )
-            if stride and key_model is not None:
+            if km is not None:
                 run(
                     f"from_nothing_keyframes_s{stride}_kc{key_context}_km_{name}",
-                    lambda m=m, kw=kwargs: conditional.keyframes_then_interpolate(
-                        m,
-                        rng,
-                        empty,
-                        4 * t,
-                        stride,
-                        keyframe_model=key_model._replace(
-                            cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides)
-                        ),
-                        key_context=key_context,
-                        **kw,
+                    lambda m=m, km=km, kw=kwargs: conditional.keyframes_then_interpolate(
+                        m, rng, empty, 4 * t, stride, keyframe_model=km, key_context=key_context, **kw
                     ),
                     False,
                 )

@@ -91,6 +91,14 @@ def keyframe_run(tiny_run, tmp_path_factory):
     return key_dir
 
 
+def tiny_config(data_dir: str):
+    """The ExperimentConfig main.py builds from the tiny run's flags, for calling the sample entry point in-process."""
+    from vdm_jax import configuration
+
+    overrides = [a.removeprefix("--config.") for a in runs.TINY] + [f"data.data_dir={data_dir}"]
+    return configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+
+
 def test_sample_mode_makes_long_videos_by_keyframes_then_interpolation(tiny_run, keyframe_run):
     import numpy as np
 
@@ -125,12 +133,10 @@ def test_keyframes_from_nothing(tiny_run, keyframe_run, monkeypatch):
     """key_context = 0 without conditioning frames: the keyframe run makes frames 0, 2, 4, 6 from nothing."""
     import numpy as np
 
-    from vdm_jax import configuration
     from vdm_jax.train import conditional, sampling
 
     workdir, data_dir = tiny_run
-    overrides = [a.removeprefix("--config.") for a in runs.TINY] + [f"data.data_dir={data_dir}"]
-    cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+    cfg = tiny_config(data_dir)
     calls, real = [], conditional.keyframes_then_interpolate
 
     def spy(model, rng, context, *args, **kwargs):
@@ -163,8 +169,7 @@ def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run
     from vdm_jax.train.context import ContextError
 
     workdir, data_dir = tiny_run
-    overrides = [a.removeprefix("--config.") for a in runs.TINY] + [f"data.data_dir={data_dir}"]
-    cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+    cfg = tiny_config(data_dir)
     labelled = tmp_path / "labelled"  # a stride-2 run of a class-conditional model
     shutil.copytree(keyframe_run, labelled)
     config = json.loads((labelled / "config.json").read_text())
