@@ -7,7 +7,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
     unconditional model, the known frames as network inputs for a frame-conditioned one;
   - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
     with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`, and
-    for keyframes then interpolation, per chunk of every stage);
+    for keyframes then interpolation, per chunk of every stage); with --joint_hop=H also all 4T frames sampled at
+    once by temporal co-denoising in windows every H frames (`conditional.extend_jointly`);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
     from the frame model or from a run trained at --stride times its data.frame_stride (--keyframe_workdir; the
     `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
@@ -144,6 +145,7 @@ def evaluate(
     extend_with: str = "auto",
     samples_dir: str = "",
     candidates: int = 1,
+    joint_hop: int = 0,
     keyframe_workdir: str = "",
     key_context: int = 1,
     overrides: tuple[str, ...] = (),
@@ -208,6 +210,11 @@ def evaluate(
                 f"extend4x_{name}",
                 lambda m=m, kw=kwargs: conditional.extend(m, rng, context, 4 * t, overlap=overlap, **kw),
             )
+            if joint_hop:
+                run(
+                    f"joint4x_{name}_hop{joint_hop}",
+                    lambda m=m, kw=kwargs: conditional.extend_jointly(m, rng, context, 4 * t, hop=joint_hop, **kw),
+                )
             if candidates > 1 and name != "replacement":
                 run(
                     f"extend4x_{name}_best_of{candidates}",
@@ -285,6 +292,13 @@ if __name__ == "__main__":
         "chunk (the candidates argument of conditional.extend and keyframes_then_interpolate)",
     )
     parser.add_argument(
+        "--joint_hop",
+        type=int,
+        default=0,
+        help="> 0: also make the 4T frames at once by temporal co-denoising, windows every this many frames "
+        "(conditional.extend_jointly; the extend task)",
+    )
+    parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
     args = parser.parse_args()
@@ -309,6 +323,7 @@ if __name__ == "__main__":
             extend_with=args.extend_with,
             samples_dir=args.samples_dir,
             candidates=args.candidates,
+            joint_hop=args.joint_hop,
             keyframe_workdir=args.keyframe_workdir,
             overrides=tuple(args.set),
             key_context=args.key_context,

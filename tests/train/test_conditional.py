@@ -125,6 +125,32 @@ def test_method_errors_name_the_fix(model):
         conditional.extend(model, jax.random.key(0), context_frames(1, 4), 8)
 
 
+def test_joint_sampling_of_one_window_is_plain_prediction(model):
+    """A video as long as the model's T frames is one window: the co-denoiser is the model, bit for bit, so joint
+    sampling equals prediction's first chunk with the same key (unconditional and frame-conditioned models)."""
+    for m in (model, with_frame_guidance(tiny_model("model.frame_conditioning=True"), 2.0)):
+        ctx = context_frames(2, 2)
+        joint = conditional.extend_jointly(m, jax.random.fold_in(jax.random.key(4), 0), ctx, 4, hop=2)
+        np.testing.assert_array_equal(joint, conditional.predict(m, jax.random.key(4), ctx))
+
+
+def test_joint_sampling_of_a_long_video_keeps_the_context_and_depends_on_it(model):
+    fc = with_frame_guidance(tiny_model("model.frame_conditioning=True"), 2.0)
+    for m in (model, fc):
+        ctx = context_frames(2, 2)
+        out = np.asarray(conditional.extend_jointly(m, jax.random.key(5), ctx, 10))  # hop 2: windows at 0, 2, 4, 6
+        assert out.shape == (2, 10, 8, 8, 3) and np.all(np.isfinite(out))
+        np.testing.assert_array_equal(out[:, :2], ctx)
+        other = np.asarray(conditional.extend_jointly(m, jax.random.key(5), -ctx, 10))
+        assert not np.allclose(other[:, 2:4], out[:, 2:4], atol=1e-4)  # the first window reads the context
+    with pytest.raises(ValueError, match="context has 4 frames"):
+        conditional.extend_jointly(model, jax.random.key(0), context_frames(1, 4), 8)
+    with pytest.raises(ValueError, match="hop=5 must be in 1"):
+        conditional.extend_jointly(model, jax.random.key(0), context_frames(1, 1), 8, hop=5)
+    with pytest.raises(ValueError, match="total_frames=3 must be >="):
+        conditional.extend_jointly(model, jax.random.key(0), context_frames(1, 1), 3)
+
+
 # ---------------------------------------------------------------- chunking, against a recording fake sampler
 @pytest.fixture
 def recorder(monkeypatch):

@@ -50,6 +50,7 @@ from vdm_jax.diffusion.samplers import (
     sample,
 )
 from vdm_jax.diffusion.schedules import Schedule, cosine_shift, discretize_time, make_schedule, sampling_times
+from vdm_jax.diffusion.windows import window_starts, windowed_denoiser
 
 __all__ = [
     "LOSS_WEIGHTINGS",
@@ -93,6 +94,8 @@ __all__ = [
     "sample_times",
     "sampling_times",
     "transition_log_var",
+    "window_starts",
+    "windowed_denoiser",
     "x_from_eps",
     "x_mse_weight",
 ]

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdm_jax.diffusion import diffusion_nll, sample
+from vdm_jax.diffusion import diffusion_nll, sample, window_starts, windowed_denoiser
 from vdm_jax.models import null_conditioning
 
 METHODS = ("auto", "replacement", "reconstruction", "network")
@@ -139,9 +139,11 @@ def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float = 1.0):
+def _compiled_sampler(
+    graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float = 1.0, hop: int = 0
+):
     """A jitted fn(params, rest, rng, frames, mask, cond, start) -> samples; cached so chunks of one video compile
-    once."""
+    once. hop > 0: frames may be longer than the model's, which denoises them in windows (`windowed_denoiser`)."""
     weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
     constant = 0.0 if method != "reconstruction" or callable(weight) else float(weight)
     sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
@@ -149,6 +151,8 @@ def _compiled_sampler(graphdef: nnx.GraphDef, cfg, method: str, recon_weight: We
 
     def fn(params, rest, rng, frames, mask, cond, start):
         denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, method == "network")
+        if hop:
+            denoise_fn = windowed_denoiser(denoise_fn, cfg.data.num_frames, hop)
         return sample(
             denoise_fn,
             frames.shape,
@@ -318,6 +322,43 @@ def extend(
         video = jnp.concatenate([video, out[:, overlap:]], axis=1)
         i += 1
     return video[:, :total_frames]
+
+
+def extend_jointly(
+    model: SamplingModel,
+    rng: jax.Array,
+    context: jax.Array,
+    total_frames: int,
+    *,
+    hop: int | None = None,
+    method: str = "auto",
+    recon_weight: Weight = None,
+    cond: dict | None = None,
+) -> jax.Array:
+    """A long video sampled all at once: context [N, k, H, W, C] -> [N, total_frames, H, W, C] (0 <= k < T).
+
+    Temporal co-denoising (`vdm_jax.diffusion.windows`): one sampler run over all total_frames frames, the model
+    denoising windows of its T frames every `hop` frames (default T // 2) in one batch at every step and each frame
+    taking the mean of its windows' predictions. The context is the known frames of the first window(s), entering by
+    `method` as in `sample_with_known`; windows without a known frame are unconditional. Where `extend` conditions
+    each chunk on frames it can no longer change, here every frame stays noisy, open to revision by both of its
+    neighbours' windows, until the last step. Costs about W = len(window_starts(total_frames, T, hop)) model
+    calls per step, the same as `extend` with overlap T − hop.
+    """
+    cfg = model.cfg
+    context = jnp.asarray(context, jnp.float32)
+    _check_frames(cfg, context, "context")
+    chunk = cfg.data.num_frames
+    hop = chunk // 2 if hop is None else hop
+    n, k = context.shape[:2]
+    if not 0 <= k < chunk:
+        raise ValueError(f"context has {k} frames; give 0 .. chunk - 1 = {chunk - 1} (chunk = model frames {chunk})")
+    window_starts(total_frames, chunk, hop)  # ValueError for a video shorter than a window or a hop out of range
+    frames = jnp.zeros((n, total_frames, *context.shape[2:]), jnp.float32).at[:, :k].set(context)
+    mask = jnp.zeros((n, total_frames), jnp.float32).at[:, :k].set(1.0)
+    method = resolve_method(cfg, method, recon_weight)
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, 1.0, hop)
+    return fn(model.params, model.rest, rng, frames, mask, cond, None)
 
 
 def predict(
