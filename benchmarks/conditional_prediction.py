@@ -8,7 +8,8 @@ config's unconditional one, then measures with the temporal-consistency metrics
   - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
     with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`, and
     for keyframes then interpolation, per chunk of every stage); with --joint_hop=H also all 4T frames sampled at
-    once by temporal co-denoising in windows every H frames (`conditional.extend_jointly`);
+    once by temporal co-denoising in windows every H frames (`conditional.extend_jointly`), and with
+    --refine_times the chain's videos re-drawn from their noised version at each t0 by co-denoising (SDEdit);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
     from the frame model or from a run trained at --stride times its data.frame_stride (--keyframe_workdir; the
     `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
@@ -146,6 +147,7 @@ def evaluate(
     samples_dir: str = "",
     candidates: int = 1,
     joint_hop: int = 0,
+    refine_times: tuple[float, ...] = (),
     keyframe_workdir: str = "",
     key_context: int = 1,
     overrides: tuple[str, ...] = (),
@@ -173,7 +175,7 @@ def evaluate(
     empty = np.zeros((num, 0, r, r, 3), np.float32)  # no context: long videos from nothing
     results["unconditional_temporal"] = summarise(np.asarray(uncond), np.asarray(uncond)[:, :k], real, examples, k)
 
-    def run(name: str, fn, conditioned: bool = True) -> None:
+    def run(name: str, fn, conditioned: bool = True) -> np.ndarray:
         t0 = time.time()
         out = np.asarray(fn())
         scores = summarise(out, context, real, examples, k) if conditioned else summarise_unconditional(out)
@@ -182,6 +184,7 @@ def evaluate(
             os.makedirs(samples_dir, exist_ok=True)
             np.savez_compressed(os.path.join(samples_dir, f"{name}.npz"), videos=out.astype(np.float32))
         print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)  # progress: results as they come
+        return out
 
     # An unconditional model: replacement against reconstruction guidance at each weight; a frame-conditioned one
     # reads the known frames as inputs (the "network" method), with frame guidance at each weight w_f > 0.
@@ -206,7 +209,7 @@ def evaluate(
         if stride and key_model is not None:
             km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
         if "extend" in tasks:
-            run(
+            chain = run(
                 f"extend4x_{name}",
                 lambda m=m, kw=kwargs: conditional.extend(m, rng, context, 4 * t, overlap=overlap, **kw),
             )
@@ -214,6 +217,13 @@ def evaluate(
                 run(
                     f"joint4x_{name}_hop{joint_hop}",
                     lambda m=m, kw=kwargs: conditional.extend_jointly(m, rng, context, 4 * t, hop=joint_hop, **kw),
+                )
+            for t0 in refine_times:  # the chain's videos re-drawn from time t0 by co-denoising
+                run(
+                    f"extend4x_{name}_refined_hop{joint_hop or t // 2}_t{t0:g}",
+                    lambda m=m, kw=kwargs, t0=t0, chain=chain: conditional.extend_jointly(
+                        m, rng, context, 4 * t, hop=joint_hop or t // 2, start=chain, start_time=t0, **kw
+                    ),
                 )
             if candidates > 1 and name != "replacement":
                 run(
@@ -299,6 +309,12 @@ if __name__ == "__main__":
         "(conditional.extend_jointly; the extend task)",
     )
     parser.add_argument(
+        "--refine_times",
+        default="",
+        help="comma-separated t0 in (0, 1): also re-draw the chain's videos from their noised version at each t0 by "
+        "co-denoising (windows every --joint_hop frames, default T/2; the extend task)",
+    )
+    parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
     args = parser.parse_args()
@@ -324,6 +340,7 @@ if __name__ == "__main__":
             samples_dir=args.samples_dir,
             candidates=args.candidates,
             joint_hop=args.joint_hop,
+            refine_times=tuple(float(t) for t in args.refine_times.split(",") if t),
             keyframe_workdir=args.keyframe_workdir,
             overrides=tuple(args.set),
             key_context=args.key_context,

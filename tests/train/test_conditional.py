@@ -143,6 +143,12 @@ def test_joint_sampling_of_a_long_video_keeps_the_context_and_depends_on_it(mode
         np.testing.assert_array_equal(out[:, :2], ctx)
         other = np.asarray(conditional.extend_jointly(m, jax.random.key(5), -ctx, 10))
         assert not np.allclose(other[:, 2:4], out[:, 2:4], atol=1e-4)  # the first window reads the context
+    start = jnp.broadcast_to(jnp.linspace(-0.8, 0.8, 10).reshape(1, 10, 1, 1, 1), (2, 10, 8, 8, 3))
+    near = conditional.extend_jointly(model, jax.random.key(5), ctx, 10, start=start, start_time=0.02)
+    np.testing.assert_array_equal(near[:, :2], ctx)  # SDEdit of a whole video: the context still holds,
+    assert np.abs(near[:, 2:] - start[:, 2:]).mean() < 0.05  # and from a small t0 the rest stays near the start
+    with pytest.raises(ValueError, match="start must be"):
+        conditional.extend_jointly(model, jax.random.key(5), ctx, 10, start=start[:, :8], start_time=0.5)
     with pytest.raises(ValueError, match="context has 4 frames"):
         conditional.extend_jointly(model, jax.random.key(0), context_frames(1, 4), 8)
     with pytest.raises(ValueError, match="hop=5 must be in 1"):

@@ -334,6 +334,8 @@ def extend_jointly(
     method: str = "auto",
     recon_weight: Weight = None,
     cond: dict | None = None,
+    start: jax.Array | None = None,
+    start_time: float = 1.0,
 ) -> jax.Array:
     """A long video sampled all at once: context [N, k, H, W, C] -> [N, total_frames, H, W, C] (0 <= k < T).
 
@@ -344,6 +346,11 @@ def extend_jointly(
     each chunk on frames it can no longer change, here every frame stays noisy, open to revision by both of its
     neighbours' windows, until the last step. Costs about W = len(window_starts(total_frames, T, hop)) model
     calls per step, the same as `extend` with overlap T − hop.
+
+    The averaging is not exact even with a perfect model: with exact 4-frame windows on a stationary AR(1) video it
+    shrinks the variance and drops correlation beyond a window (tests/diffusion/test_windows.py), where a chain of
+    exact conditionals would be exact. start, start_time: SDEdit (as in `sample_with_known`), e.g. a video made by
+    `extend` re-drawn from its noised version at t0 = start_time, every frame revised by the windows on both sides.
     """
     cfg = model.cfg
     context = jnp.asarray(context, jnp.float32)
@@ -357,8 +364,12 @@ def extend_jointly(
     frames = jnp.zeros((n, total_frames, *context.shape[2:]), jnp.float32).at[:, :k].set(context)
     mask = jnp.zeros((n, total_frames), jnp.float32).at[:, :k].set(1.0)
     method = resolve_method(cfg, method, recon_weight)
-    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, 1.0, hop)
-    return fn(model.params, model.rest, rng, frames, mask, cond, None)
+    if start is not None:
+        start = jnp.asarray(start, jnp.float32)
+        if start.shape != frames.shape:
+            raise ValueError(f"start must be [N, total_frames, ...] = {tuple(frames.shape)}; got {tuple(start.shape)}")
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), hop)
+    return fn(model.params, model.rest, rng, frames, mask, cond, start)
 
 
 def predict(
