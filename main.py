@@ -4,6 +4,7 @@
   python main.py --config=configs/default.py --workdir=runs/default --mode=sample    # videos from the latest checkpoint
   python main.py ... --mode=sample --cond_split=test --num_cond_frames=2 --num_frames=64   # predict / extend clips
   python main.py ... --mode=sample --num_frames=32                                  # long videos from nothing
+  python main.py ... --mode=sample --caption="a red circle moving up"               # text-to-video (text models)
   python main.py ... --mode=sample --num_frames=32 --keyframe_stride=4 --keyframe_workdir=runs/key4  # keyframes first
   python main.py --config=configs/default.py --workdir=runs/default --mode=evaluate  # metrics -> <workdir>/eval/
 
@@ -27,6 +28,18 @@ _COND_VIDEO = flags.DEFINE_string("cond_video", "", "sample: continue the first 
 _COND_SPLIT = flags.DEFINE_string("cond_split", "", "sample: continue clips of this dataset split (e.g. test).")
 _COND_INDEX = flags.DEFINE_integer("cond_index", 0, "sample: first clip of --cond_split (one clip per sample).")
 _NUM_COND_FRAMES = flags.DEFINE_integer("num_cond_frames", 1, "sample: conditioning frames taken from the clip.")
+_CAPTION = flags.DEFINE_string(
+    "caption",
+    "",
+    "sample: the caption of every video, for a caption-conditioned model (default: the --cond_split clips' own, "
+    "the empty caption with --cond_video, else the first test clips').",
+)
+_LABEL = flags.DEFINE_integer(
+    "label",
+    None,
+    "sample: the class of every video, for a class-conditional model (default: the --cond_split clips' own, the "
+    "null class with --cond_video, else the classes in turn).",
+)
 _NUM_FRAMES = flags.DEFINE_integer(
     "num_frames",
     0,
@@ -128,9 +141,18 @@ def _run(cfg) -> None:
                 keyframe_stride=_KEYFRAME_STRIDE.value,
                 keyframe_workdir=_KEYFRAME_WORKDIR.value,
                 key_context=_KEY_CONTEXT.value,
+                caption=_CAPTION.value,
+                label=_LABEL.value,
             )
         else:
-            sampling.sample_from_checkpoint(cfg, _WORKDIR.value, num_samples=_NUM_SAMPLES.value, step=_CHECKPOINT.value)
+            sampling.sample_from_checkpoint(
+                cfg,
+                _WORKDIR.value,
+                num_samples=_NUM_SAMPLES.value,
+                step=_CHECKPOINT.value,
+                caption=_CAPTION.value,
+                label=_LABEL.value,
+            )
     else:
         from vdm_jax.evaluation import entry
 

@@ -73,6 +73,19 @@ def real_clips(num: int, num_frames: int, resolution: int) -> tuple[np.ndarray, 
     return np.stack([e["video"] for e in examples]).astype(np.float32) / 127.5 - 1.0, examples
 
 
+def clip_conditioning(cfg, examples: list[dict], conditioning: str) -> dict | None:
+    """What a class- or caption-conditioned model is given besides the known frames (None for a model with neither):
+    each test clip's own label (the shape of object 0) and caption, which names every object's colour, shape and
+    initial direction (`clip`, as `main.py --mode=sample --cond_split` gives them), or the null class and the empty
+    caption (`null`: the same network told nothing, the control)."""
+    from vdm_jax.train.sampling import sample_conditioning
+
+    if conditioning not in CONDITIONING:
+        raise ValueError(f"--conditioning={conditioning}: choose one of {', '.join(CONDITIONING)}")
+    own = {"labels": [e["label"] for e in examples], "captions": [e["caption"] for e in examples]}
+    return sample_conditioning(cfg, len(examples), own=own, unknown=conditioning == "null")
+
+
 def colour_kept(videos: np.ndarray, last: int) -> float:
     """Fraction of the colours present in frame 0 that are still present in frame `last` (per video, averaged)."""
     from vdm_jax.data.palette import BACKGROUND, PALETTE
@@ -115,6 +128,7 @@ def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, example
 
 
 TASKS = ("predict", "extend", "keyframes", "from_nothing")
+CONDITIONING = ("clip", "null")  # what a class- or caption-conditioned model is told: see clip_conditioning
 
 
 def pick_long_video_method(methods: dict, results: dict, choice: str) -> str:
@@ -150,6 +164,7 @@ def evaluate(
     refine_times: tuple[float, ...] = (),
     keyframe_workdir: str = "",
     key_context: int = 1,
+    conditioning: str = "clip",
     overrides: tuple[str, ...] = (),
 ) -> dict:
     import jax
@@ -163,15 +178,18 @@ def evaluate(
     t, r = cfg.data.num_frames, cfg.data.resolution
     real, examples = real_clips(num, 4 * t, r)
     context = real[:, :k]
+    cond = clip_conditioning(cfg, examples, conditioning)  # a class- or caption-conditioned model's other input
     rng = jax.random.key(7)
     results = {"checkpoint_step": step, "num_videos": num, "context_frames": k, "model_frames": t, "resolution": r}
+    if cond is not None:
+        results["conditioning"] = conditioning
     if key_model is not None:
         results["keyframe_checkpoint_step"] = key_step
     # References: the real clips, a no-model "repeat the last context frame" predictor, unconditional samples.
     repeat = np.concatenate([context, np.repeat(context[:, -1:], t - k, axis=1)], axis=1)
     results["real_T"] = summarise(real[:, :t], context, real, examples, k)
     results["repeat_last_frame"] = summarise(repeat, context, real, examples, k)
-    uncond = conditional.sample_with_known(model, rng, np.zeros((num, t, r, r, 3)), np.zeros((num, t)))
+    uncond = conditional.sample_with_known(model, rng, np.zeros((num, t, r, r, 3)), np.zeros((num, t)), cond=cond)
     empty = np.zeros((num, 0, r, r, 3), np.float32)  # no context: long videos from nothing
     results["unconditional_temporal"] = summarise(np.asarray(uncond), np.asarray(uncond)[:, :k], real, examples, k)
 
@@ -189,15 +207,15 @@ def evaluate(
     # An unconditional model: replacement against reconstruction guidance at each weight; a frame-conditioned one
     # reads the known frames as inputs (the "network" method), with frame guidance at each weight w_f > 0.
     if cfg.model.frame_conditioning:
-        methods = {"network": (model, {"method": "network"})}
+        methods = {"network": (model, {"method": "network", "cond": cond})}
         for w in frame_weights:
             sampler = dataclasses.replace(cfg.sampler, frame_guidance_weight=w)
             variant = model._replace(cfg=dataclasses.replace(cfg, sampler=sampler))
-            methods[f"network_fg{w:g}"] = (variant, {"method": "network"})
+            methods[f"network_fg{w:g}"] = (variant, {"method": "network", "cond": cond})
     else:
-        methods = {"replacement": (model, {"method": "replacement"})}
+        methods = {"replacement": (model, {"method": "replacement", "cond": cond})}
         for w in weights:
-            methods[f"reconstruction_w{w:g}"] = (model, {"method": "reconstruction", "recon_weight": w})
+            methods[f"reconstruction_w{w:g}"] = (model, {"method": "reconstruction", "recon_weight": w, "cond": cond})
     if extend_with != "auto" and extend_with not in methods:
         raise ValueError(f"--extend_with={extend_with}: choose auto or one of {', '.join(methods)}")
     for name, (m, kwargs) in methods.items():
@@ -315,6 +333,13 @@ if __name__ == "__main__":
         "co-denoising (windows every --joint_hop frames, default T/2; the extend task)",
     )
     parser.add_argument(
+        "--conditioning",
+        choices=CONDITIONING,
+        default="clip",
+        help="class- or caption-conditioned models: each test clip's own label and caption (clip), or the null "
+        "label and the empty caption (null: the same model told nothing, its control)",
+    )
+    parser.add_argument(
         "--tasks", default=",".join(TASKS), help=f"comma-separated subset of {','.join(TASKS)} (prediction always runs)"
     )
     args = parser.parse_args()
@@ -344,5 +369,6 @@ if __name__ == "__main__":
             keyframe_workdir=args.keyframe_workdir,
             overrides=tuple(args.set),
             key_context=args.key_context,
+            conditioning=args.conditioning,
         )
         print(json.dumps(out, indent=1))

@@ -14,7 +14,8 @@ from vdm_jax.errors import UserError
 
 
 class ContextError(UserError, ValueError):
-    """Conditioning frames cannot be read (missing file, too short a video, a bad split or index)."""
+    """The conditioning of `--mode=sample` cannot be used: frames that cannot be read (missing file, too short a
+    video, a bad split or index), or a label or caption the model cannot take."""
 
 
 def to_model_range(frames: np.ndarray) -> np.ndarray:
@@ -51,9 +52,10 @@ def context_from_video(path: str, cfg, num_cond_frames: int) -> np.ndarray:
     return to_model_range(_to_channels(frames[:num_cond_frames], cfg.model.channels))[None]
 
 
-def context_from_dataset(cfg, split: str, index: int, num: int, num_cond_frames: int) -> np.ndarray:
+def context_from_dataset(cfg, split: str, index: int, num: int, num_cond_frames: int) -> tuple[np.ndarray, dict]:
     """The first `num_cond_frames` frames of clips index .. index + num - 1 of the configured dataset's `split`, as the
-    model sees them: float32 [num, k, R, R, C] in [-1, 1]."""
+    model sees them: float32 [num, k, R, R, C] in [-1, 1]; and those clips' own conditioning, {"labels": int [num],
+    "captions": str [num]} where the dataset has them (the keyword arguments of `loop.conditioning_batch`)."""
     from vdm_jax import data as vdm_data
 
     if num_cond_frames > cfg.data.num_frames:
@@ -64,11 +66,14 @@ def context_from_dataset(cfg, split: str, index: int, num: int, num_cond_frames:
     if index < 0:
         raise ContextError(f"--cond_index={index} must be >= 0")
     try:
-        videos = vdm_data.load_examples(cfg.data, split=split, num=index + num)["video"]
+        examples = vdm_data.load_examples(cfg.data, split=split, num=index + num)
     except (KeyError, ValueError) as e:
         raise ContextError(f"--cond_split={split!r}: {e}") from e
+    videos = examples["video"]
     if len(videos) < index + num:
         raise ContextError(
             f"--cond_index={index} with {num} samples needs {index + num} clips; split {split!r} has {len(videos)}"
         )
-    return to_model_range(videos[index : index + num, :num_cond_frames])
+    pairs = (("label", "labels"), ("caption", "captions"))
+    own = {name: examples[key][index : index + num] for key, name in pairs if key in examples}
+    return to_model_range(videos[index : index + num, :num_cond_frames]), own

@@ -47,18 +47,26 @@ def _check_workdir(workdir: str) -> None:
         raise TrainingError(f"cannot write to --workdir={workdir} ({e.strerror}); choose a writable directory") from e
 
 
-def conditioning_batch(cfg, num: int):
-    """Conditioning for `num` samples: labels cycling through the classes; the captions of the first `num` test
-    examples (cycling through the split when it holds fewer)."""
+def conditioning_batch(cfg, num: int, *, labels=None, captions=None):
+    """Conditioning for `num` samples of a class- or caption-conditioned model (None for a model with neither).
+
+    labels: int [num] (e.g. the labels of the clips being continued), default the classes in turn; captions: `num`
+    strings, default the captions of the first `num` test examples (cycling through the split when it holds fewer).
+    """
     cond = {}
     if cfg.model.num_classes > 0:
         cond["label"] = np.arange(num, dtype=np.int32) % cfg.model.num_classes
+        if labels is not None:
+            cond["label"] = np.asarray(labels, np.int32).reshape(num)
     if cfg.model.text_conditioning == "builtin":
         from vdm_jax.models.text import tokenize
 
-        available = vdm_data.load_examples(cfg.data, split="test", num=num)["caption"]
-        captions = list(available[np.arange(num) % len(available)])
-        cond["text_tokens"] = np.asarray(tokenize(captions, cfg.data.text_max_length))
+        if captions is None:
+            available = vdm_data.load_examples(cfg.data, split="test", num=num)["caption"]
+            captions = available[np.arange(num) % len(available)]
+        if len(captions) != num:
+            raise ValueError(f"{len(captions)} captions for {num} samples")
+        cond["text_tokens"] = np.asarray(tokenize([str(c) for c in captions], cfg.data.text_max_length))
     return cond or None
 
 

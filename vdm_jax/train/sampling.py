@@ -76,14 +76,62 @@ def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, c
     return np.clip(np.asarray(videos, np.float32), -1.0, 1.0)
 
 
-def sample_from_checkpoint(cfg, workdir: str, *, num_samples: int, step: int | None = None) -> str:
-    """`--mode=sample`: the EMA parameters of the latest (or given) checkpoint -> `<workdir>/samples/` GIF, MP4, npz."""
-    from vdm_jax.train import media
-    from vdm_jax.train.loop import conditioning_batch, restore_for_inference
+def sample_conditioning(
+    cfg,
+    num: int,
+    *,
+    caption: str = "",
+    label: int | None = None,
+    own: dict | None = None,
+    unknown: bool = False,
+):
+    """The class and caption conditioning of `--mode=sample` for `num` videos (None for a model with neither):
+    `--label` and `--caption` for every video where given, else the conditioning clips' own (`own`, from
+    `context.context_from_dataset`), else the null class and the empty caption where the source says nothing
+    (`unknown`: a video file), else `loop.conditioning_batch`'s defaults (the classes in turn, test captions).
+    A flag the model cannot use, or a label outside its classes, is a ContextError that names the flag."""
+    from vdm_jax.train.context import ContextError
+    from vdm_jax.train.loop import conditioning_batch
 
+    given = dict(own or {})
+    classes = cfg.model.num_classes
+    if label is not None:
+        if classes == 0:
+            raise ContextError(f"--label={label}: this model is not class-conditional (config.model.num_classes=0)")
+        given["labels"] = np.full(num, label)
+    if caption:
+        if cfg.model.text_conditioning != "builtin":
+            raise ContextError(
+                f"--caption needs a model with the built-in text encoder (config.model.text_conditioning='builtin'); "
+                f"this one has text_conditioning={cfg.model.text_conditioning!r}"
+            )
+        given["captions"] = [caption] * num
+    cond = conditioning_batch(cfg, num, **given)
+    if cond is not None and "label" in cond and not np.all((cond["label"] >= 0) & (cond["label"] < classes)):
+        bad = sorted(set(cond["label"].tolist()) - set(range(classes)))
+        source = "--label" if label is not None else "the conditioning clips' labels"
+        raise ContextError(f"{source} {bad}: this model has classes 0 .. {classes - 1} (config.model.num_classes)")
+    if unknown and cond is not None:  # the model is told nothing it was not given: classifier-free guidance's null
+        null = null_conditioning(cond, cfg.model)
+        if label is None and "label" in cond:
+            cond["label"] = np.asarray(null["label"])
+        if not caption and "text_tokens" in cond:
+            cond["text_tokens"] = np.asarray(null["text_tokens"])
+    return cond
+
+
+def sample_from_checkpoint(
+    cfg, workdir: str, *, num_samples: int, step: int | None = None, caption: str = "", label: int | None = None
+) -> str:
+    """`--mode=sample`: the EMA parameters of the latest (or given) checkpoint -> `<workdir>/samples/` GIF, MP4, npz.
+    `caption` / `label`: every video's, for a caption- / class-conditional model (default: test captions, the classes
+    in turn)."""
+    from vdm_jax.train import media
+    from vdm_jax.train.loop import restore_for_inference
+
+    cond = sample_conditioning(cfg, num_samples, caption=caption, label=label)  # bad flags fail before loading
     graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
     sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)
-    cond = conditioning_batch(cfg, num_samples)
     videos = generate(
         sample_fn,
         params,
@@ -116,6 +164,8 @@ def sample_conditional_from_checkpoint(
     keyframe_stride: int = 0,
     keyframe_workdir: str = "",
     key_context: int = 2,
+    caption: str = "",
+    label: int | None = None,
 ) -> str:
     """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
     context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
@@ -129,10 +179,12 @@ def sample_conditional_from_checkpoint(
     then move at its own speed: slow motion), conditioned on `key_context` keyframes, then the frames between them.
     Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz.
     With no conditioning frames, `key_context` = 0 has the keyframe model start from nothing; 1 or 2 have this model
-    first sample the video's start through keyframe key_context − 1."""
+    first sample the video's start through keyframe key_context − 1.
+    A class- or caption-conditioned model gets `label` / `caption` for every video where given, else each
+    `cond_split` clip's own label and caption, else for `cond_video` the null class and the empty caption (nothing is
+    known of a file), else the defaults of `sample_conditioning`."""
     from vdm_jax.train import conditional, media
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
-    from vdm_jax.train.loop import conditioning_batch
 
     if cond_video and cond_split:
         raise ContextError("give one of --cond_video=<file> or --cond_split=<split>, not both")
@@ -147,16 +199,18 @@ def sample_conditional_from_checkpoint(
     if candidates < 1:
         raise ContextError(f"--candidates={candidates} must be >= 1 (1: one sample per chunk)")
     key_cfg = _check_keyframe_flags(cfg, total, num_cond_frames, keyframe_stride, keyframe_workdir, key_context)
+    own = None  # the conditioning clips' labels and captions
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
     elif cond_split:
-        context = context_from_dataset(cfg, cond_split, cond_index, num_samples, num_cond_frames)
+        context, own = context_from_dataset(cfg, cond_split, cond_index, num_samples, num_cond_frames)
     else:
         r = cfg.data.resolution
         context = np.zeros((num_samples, 0, r, r, cfg.model.channels), np.float32)
+    cond = sample_conditioning(cfg, num_samples, caption=caption, label=label, own=own, unknown=bool(cond_video))
     model, step = conditional.load_model(cfg, workdir, step)
     method = conditional.resolve_method(cfg, "auto")
-    rng, cond = jax.random.key(cfg.seed + 2), conditioning_batch(cfg, num_samples)
+    rng = jax.random.key(cfg.seed + 2)
     keyframes = np.zeros(total, bool)
     if keyframe_stride:
         key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
