@@ -126,12 +126,16 @@ def _run(cfg) -> None:
         long_video = (
             _NUM_FRAMES.value not in (0, cfg.data.num_frames) or _KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value
         )
+        common = {
+            "num_samples": _NUM_SAMPLES.value,
+            "step": _CHECKPOINT.value,
+            "caption": _CAPTION.value,
+            "label": _LABEL.value,
+        }
         if _COND_VIDEO.value or _COND_SPLIT.value or long_video:  # from conditioning frames, or long from nothing
             sampling.sample_conditional_from_checkpoint(
                 cfg,
                 _WORKDIR.value,
-                num_samples=_NUM_SAMPLES.value,
-                step=_CHECKPOINT.value,
                 cond_video=_COND_VIDEO.value,
                 cond_split=_COND_SPLIT.value,
                 cond_index=_COND_INDEX.value,
@@ -141,18 +145,10 @@ def _run(cfg) -> None:
                 keyframe_stride=_KEYFRAME_STRIDE.value,
                 keyframe_workdir=_KEYFRAME_WORKDIR.value,
                 key_context=_KEY_CONTEXT.value,
-                caption=_CAPTION.value,
-                label=_LABEL.value,
+                **common,
             )
         else:
-            sampling.sample_from_checkpoint(
-                cfg,
-                _WORKDIR.value,
-                num_samples=_NUM_SAMPLES.value,
-                step=_CHECKPOINT.value,
-                caption=_CAPTION.value,
-                label=_LABEL.value,
-            )
+            sampling.sample_from_checkpoint(cfg, _WORKDIR.value, **common)
     else:
         from vdm_jax.evaluation import entry
 

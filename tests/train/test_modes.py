@@ -31,6 +31,14 @@ def test_sample_mode_writes_videos(tiny_run):
     assert (workdir / "samples" / "sample_step2.gif").stat().st_size > 0
 
 
+def test_sample_flags_the_model_cannot_use_are_clear_errors(tiny_run):
+    """--caption and --label reach the sampler: on this unconditional model each is refused by name, no traceback."""
+    workdir, data_dir = tiny_run
+    for flag, message in (("--caption=a red circle", "--caption needs"), ("--label=1", "--label=1: this model is not")):
+        out = runs.run(workdir, *runs.TINY, "--mode=sample", flag, "--cond_split=test", data_dir=data_dir)
+        assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
 def test_evaluate_mode_writes_json(tiny_run):
     workdir, data_dir = tiny_run
     out = runs.run(workdir, *runs.TINY, "--mode=evaluate", "--config.eval.num_samples=3", data_dir=data_dir)
