@@ -55,9 +55,8 @@ def conditioning_batch(cfg, num: int, *, labels=None, captions=None):
     """
     cond = {}
     if cfg.model.num_classes > 0:
-        cond["label"] = np.arange(num, dtype=np.int32) % cfg.model.num_classes
-        if labels is not None:
-            cond["label"] = np.asarray(labels, np.int32).reshape(num)
+        default = np.arange(num) % cfg.model.num_classes
+        cond["label"] = np.asarray(default if labels is None else labels, np.int32).reshape(num)
     if cfg.model.text_conditioning == "builtin":
         from vdm_jax.models.text import tokenize
 
@@ -66,7 +65,7 @@ def conditioning_batch(cfg, num: int, *, labels=None, captions=None):
             captions = available[np.arange(num) % len(available)]
         if len(captions) != num:
             raise ValueError(f"{len(captions)} captions for {num} samples")
-        cond["text_tokens"] = np.asarray(tokenize([str(c) for c in captions], cfg.data.text_max_length))
+        cond["text_tokens"] = np.asarray(tokenize(list(captions), cfg.data.text_max_length))
     return cond or None
 
 

@@ -106,6 +106,8 @@ def sample_conditioning(
                 f"this one has text_conditioning={cfg.model.text_conditioning!r}"
             )
         given["captions"] = [caption] * num
+    elif unknown:
+        given["captions"] = [""] * num  # the null caption; no test captions to read
     cond = conditioning_batch(cfg, num, **given)
     if cond is not None and "label" in cond and not np.all((cond["label"] >= 0) & (cond["label"] < classes)):
         bad = sorted(set(cond["label"].tolist()) - set(range(classes)))
