@@ -13,6 +13,7 @@ from vdm_jax.models.attention import (
     SpatialAttention,
     TemporalAttention,
     linear_attend,
+    offset_buckets,
     relative_position_buckets,
 )
 from vdm_jax.models.layers import num_groups
@@ -48,6 +49,30 @@ def naive_temporal(block: TemporalAttention, x: np.ndarray, segment_ids: np.ndar
     o = np.einsum("byxnts,byxnsd->btyxnd", p, v)
     out = np.einsum("btyxnd,ndc->btyxc", o, np.asarray(block.out_kernel[...], np.float64))
     return x + out + np.asarray(block.out_bias[...])
+
+
+def test_offset_buckets_agree_in_numpy_and_jax():
+    rel = np.arange(-400, 401)
+    np.testing.assert_array_equal(np.asarray(offset_buckets(jnp.asarray(rel), jnp)), offset_buckets(rel))
+    np.testing.assert_array_equal(offset_buckets(rel[400:])[:300], relative_position_buckets(300)[0])
+
+
+def test_temporal_attention_on_frames_far_apart_is_the_full_video_with_the_others_left_out():
+    """Frames at frame_times see each other as a full video's frames at those times do when every other frame of that
+    video is in a segment of its own: the same offsets, the same biases."""
+    block = TemporalAttention(48, 8, identity_init=False, dtype=jnp.float32, impl="xla", rngs=nnx.Rngs(0))
+    block.rel_bias[...] = jax.random.normal(jax.random.key(1), block.rel_bias.shape)
+    full = np.asarray(jax.random.normal(jax.random.key(2), (2, 30, 3, 2, 48)))
+    times = np.array([[0, 3, 4, 17, 18, 29], [1, 2, 9, 10, 11, 12]], np.int32)
+    seg = np.tile(np.arange(1, 31, dtype=np.int32), (2, 1))  # every frame alone ...
+    for b in range(2):
+        seg[b, times[b]] = 0  # ... except the chosen ones
+    out_full = np.asarray(nnx.jit(lambda m, a, s: m(a, s))(block, jnp.asarray(full), jnp.asarray(seg)))
+    picked = np.stack([full[b, times[b]] for b in range(2)])
+    got = np.asarray(nnx.jit(lambda m, a, t: m(a, None, t))(block, jnp.asarray(picked), jnp.asarray(times)))
+    np.testing.assert_allclose(got, np.stack([out_full[b, times[b]] for b in range(2)]), atol=2e-5, rtol=1e-4)
+    consecutive = np.asarray(block(jnp.asarray(picked)))
+    assert np.abs(consecutive - got).max() > 1e-3  # the times matter
 
 
 def test_temporal_attention_matches_naive_oracle():

@@ -33,6 +33,8 @@ def test_bad_shapes_fail_clearly(model):
         model(video(0, (1, 2, RES, RES, 4)), jnp.zeros(1))
     with pytest.raises(ValueError, match="logsnr must be"):
         model(video(0, (2, 2, RES, RES, 3)), jnp.zeros(3))
+    with pytest.raises(ValueError, match="frame_times must be"):
+        model(video(0, (2, 2, RES, RES, 3)), jnp.zeros(2), frame_times=jnp.zeros((2, 3), jnp.int32))
 
 
 def test_appended_image_frames_are_independent(model):

@@ -1,7 +1,8 @@
 """Factorised space-time attention of the video U-Net (VDM §3, Ho et al. 2022).
 
 Spatial attention mixes the H*W positions of each frame; temporal attention mixes the T frames at each position, with
-a learned bias per head over (bucketed) frame offsets, so it runs on frame counts not seen in training. Segment ids
+a learned bias per head over (bucketed) frame offsets, so it runs on frame counts not seen in training, and on
+frames that are not consecutive (``frame_times``: long-range context, far-back known frames in one window). Segment ids
 keep appended image frames (joint image-video training, VDM §3.1) out of each other's and the video's temporal
 attention. Cross-attention attends from every position to text tokens. All attention is computed by
 ``jax.nn.dot_product_attention`` (or, for spatial attention on request, linear attention), so the fused cuDNN kernel
@@ -37,15 +38,21 @@ def relative_position_buckets(
     bucket each; larger ones share logarithmically spaced buckets up to ``max_distance``, beyond which they clip
     (the scheme of T5, Raffel et al. 2020, App. B). Any T therefore maps into the same learned table.
     """
+    rel = np.arange(num_frames)[None, :] - np.arange(num_frames)[:, None]
+    return offset_buckets(rel, np, num_buckets, max_distance)
+
+
+def offset_buckets(rel, xp=np, num_buckets: int = NUM_REL_BUCKETS, max_distance: int = MAX_REL_DISTANCE):
+    """Bucket index of each integer frame offset in ``rel`` (any shape), computed with ``xp`` (numpy or jax.numpy):
+    the scheme of :func:`relative_position_buckets`, for offsets that are not those of consecutive frames."""
     half = num_buckets // 2
     exact = half // 2
-    rel = np.arange(num_frames)[None, :] - np.arange(num_frames)[:, None]
-    sign_offset = np.where(rel < 0, half, 0)
-    dist = np.abs(rel)
-    log_ratio = np.log(np.maximum(dist, 1) / exact) / math.log(max_distance / exact)
-    large = exact + (log_ratio * (half - exact)).astype(np.int64)
-    large = np.minimum(large, half - 1)
-    return (sign_offset + np.where(dist < exact, dist, large)).astype(np.int32)
+    sign_offset = xp.where(rel < 0, half, 0)
+    dist = xp.abs(rel)
+    log_ratio = xp.log(xp.maximum(dist, 1).astype(xp.float32) / exact) / np.float32(math.log(max_distance / exact))
+    large = exact + (log_ratio * (half - exact)).astype(xp.int32)
+    large = xp.minimum(large, half - 1)
+    return (sign_offset + xp.where(dist < exact, dist, large)).astype(xp.int32)
 
 
 def _qkv_param(channels: int, heads: int, head_dim: int, rngs: nnx.Rngs) -> nnx.Param:
@@ -122,13 +129,21 @@ class TemporalAttention(nnx.Module):
         table = nnx.initializers.normal(0.02)(rngs.params(), (NUM_REL_BUCKETS, self.heads))
         self.rel_bias = nnx.Param(table, out_sharding=("rel_pos", "heads"))
 
-    def position_bias(self, num_frames: int) -> jax.Array:
-        """``[1, heads, T, T]``: the learned bias of each frame offset."""
-        buckets = jnp.asarray(relative_position_buckets(num_frames))
-        return jnp.transpose(self.rel_bias[...][buckets], (2, 0, 1))[None]
+    def position_bias(self, num_frames: int, frame_times: jax.Array | None = None) -> jax.Array:
+        """The learned bias of each frame offset: ``[1, heads, T, T]`` for consecutive frames, or ``[B, heads, T, T]``
+        for the offsets between ``frame_times: int [B, T]``."""
+        if frame_times is None:
+            buckets = jnp.asarray(relative_position_buckets(num_frames))
+            return jnp.transpose(self.rel_bias[...][buckets], (2, 0, 1))[None]
+        times = frame_times.astype(jnp.int32)
+        buckets = offset_buckets(times[:, None, :] - times[:, :, None], jnp)  # [B, T, T]
+        return jnp.transpose(self.rel_bias[...][buckets], (0, 3, 1, 2))
 
-    def __call__(self, x: jax.Array, segment_ids: jax.Array | None = None) -> jax.Array:
-        """``x: [B, T, H, W, C]``, ``segment_ids: int [B, T]`` or None (all frames one video)."""
+    def __call__(
+        self, x: jax.Array, segment_ids: jax.Array | None = None, frame_times: jax.Array | None = None
+    ) -> jax.Array:
+        """``x: [B, T, H, W, C]``, ``segment_ids: int [B, T]`` or None (all frames one video); ``frame_times: int
+        [B, T]``, each frame's time in its video (frames need not be consecutive), or None (0, 1, ..., T - 1)."""
         b, t, h, w, c = x.shape
         xn = norm_frames(self.norm, x, self.dtype).reshape(x.shape)
         # Frames to the sequence axis once, on the C-wide input: transposing the 3x wider q, k, v instead (and their
@@ -140,7 +155,10 @@ class TemporalAttention(nnx.Module):
         if segment_ids is not None:
             same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]
             mask = jnp.broadcast_to(same[:, None, None, :, :], (b, h * w, 1, t, t)).reshape((b * h * w, 1, t, t))
-        o = attend(q, k, v, bias=self.position_bias(t), mask=mask, impl=self.impl)
+        bias = self.position_bias(t, frame_times)
+        if frame_times is not None:  # [B, heads, T, T] -> one per sequence, [B*H*W, heads, T, T]
+            bias = jnp.broadcast_to(bias[:, None], (b, h * w, *bias.shape[1:])).reshape((b * h * w, *bias.shape[1:]))
+        o = attend(q, k, v, bias=bias, mask=mask, impl=self.impl)
         o = o.reshape((b, h, w, t, self.heads, -1))
         o = jnp.einsum("byxtnd,ndc->btyxc", o, self.out_kernel[...].astype(self.dtype))
         return x + (o + self.out_bias[...].astype(self.dtype)).astype(x.dtype)

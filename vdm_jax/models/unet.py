@@ -68,13 +68,13 @@ class AttentionBlock(nnx.Module):
             else None
         )
 
-    def __call__(self, x, context, context_mask, segment_ids, run_temporal: bool) -> jax.Array:
+    def __call__(self, x, context, context_mask, segment_ids, frame_times, run_temporal: bool) -> jax.Array:
         if self.spatial is not None:
             x = self.spatial(x)
         if self.cross is not None:
             x = self.cross(x, context, context_mask)
         if self.temporal is not None and run_temporal:
-            x = self.temporal(x, segment_ids)
+            x = self.temporal(x, segment_ids, frame_times)
         return constrain(x, VIDEO_AXES)
 
 
@@ -102,10 +102,10 @@ class Stage(nnx.Module):
             else None
         )
 
-    def __call__(self, x, emb, context, context_mask, segment_ids, rngs, train: bool, run_temporal: bool):
+    def __call__(self, x, emb, context, context_mask, segment_ids, frame_times, rngs, train: bool, run_temporal: bool):
         x = self.res(x, emb, train=train, rngs=rngs)
         if self.attn is not None:
-            x = self.attn(x, context, context_mask, segment_ids, run_temporal)
+            x = self.attn(x, context, context_mask, segment_ids, frame_times, run_temporal)
         return x
 
 
@@ -152,11 +152,11 @@ class UNet3D(nnx.Module):
         self.norm_out = group_norm(ch, rngs=rngs)
         self.conv_out = conv(ch, cfg.channels, zero=True, dtype=dtype, rngs=rngs)
 
-    def _stage(self, stage: Stage, x, emb, context, context_mask, segment_ids, rngs, train, run_temporal):
+    def _stage(self, stage: Stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal):
         if self.cfg.remat_policy == "none":
-            return stage(x, emb, context, context_mask, segment_ids, rngs, train, run_temporal)
-        fn = nnx.remat(Stage.__call__, policy=self.cfg.remat, static_argnums=(7, 8))
-        return fn(stage, x, emb, context, context_mask, segment_ids, rngs, train, run_temporal)
+            return stage(x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
+        fn = nnx.remat(Stage.__call__, policy=self.cfg.remat, static_argnums=(8, 9))
+        return fn(stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
 
     def __call__(
         self,
@@ -165,6 +165,7 @@ class UNet3D(nnx.Module):
         cond: Cond | None = None,
         *,
         segment_ids: jax.Array | None = None,
+        frame_times: jax.Array | None = None,
         train: bool = False,
         rngs: nnx.Rngs | jax.Array | None = None,
     ) -> jax.Array:
@@ -176,13 +177,16 @@ class UNet3D(nnx.Module):
           cond: conditioning dict (see :mod:`vdm_jax.models.conditioning`), or None for an unconditional model.
           segment_ids: ``int [B, T]``; temporal attention mixes only frames with equal ids (the video 0, appended
             image frames 1, 2, ...). None: all frames are one video.
+          frame_times: ``int [B, T]``, each frame's time in its video, for windows of frames that are not consecutive
+            (far-back known frames and recent ones: long-range context); temporal attention's position bias reads
+            the offsets between them. None: consecutive frames 0 .. T - 1.
           train: dropout on (needs ``rngs``).
           rngs: ``nnx.Rngs`` with a ``dropout`` stream, or a PRNG key; used only when ``train``.
         Returns:
           ``[B, T, H, W, C]`` in ``z``'s dtype.
         """
         cfg = self.cfg
-        self._check_inputs(z, logsnr, segment_ids)
+        self._check_inputs(z, logsnr, segment_ids, frame_times)
         cond = check_conditioning(cond, cfg)
         b, t = z.shape[:2]
         if not train:
@@ -205,7 +209,7 @@ class UNet3D(nnx.Module):
         x = constrain(x.astype(cfg.compute_dtype), VIDEO_AXES)
 
         h = videos(self.conv_in(frames(x)), b)
-        args = (emb, context, context_mask, segment_ids, rngs, train, run_temporal)
+        args = (emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
         hs = [h]
         for module in self.down:
             h = module(h) if isinstance(module, Downsample) else self._stage(module, h, *args)
@@ -221,7 +225,7 @@ class UNet3D(nnx.Module):
         out = videos(self.conv_out(h), b)
         return out.astype(z.dtype)
 
-    def _check_inputs(self, z: jax.Array, logsnr: jax.Array, segment_ids: jax.Array | None) -> None:
+    def _check_inputs(self, z, logsnr, segment_ids, frame_times) -> None:
         cfg = self.cfg
         if z.ndim != 5 or z.shape[-1] != cfg.channels:
             raise ValueError(f"UNet3D: z must be [B, T, H, W, {cfg.channels}], got shape {tuple(z.shape)}")
@@ -235,3 +239,5 @@ class UNet3D(nnx.Module):
             raise ValueError(f"UNet3D: logsnr must be [B]=({z.shape[0]},), got shape {tuple(logsnr.shape)}")
         if segment_ids is not None and segment_ids.shape != z.shape[:2]:
             raise ValueError(f"UNet3D: segment_ids must be [B, T]={tuple(z.shape[:2])}, got {tuple(segment_ids.shape)}")
+        if frame_times is not None and frame_times.shape != z.shape[:2]:
+            raise ValueError(f"UNet3D: frame_times must be [B, T]={tuple(z.shape[:2])}, got {tuple(frame_times.shape)}")
