@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     data.text_max_length = 64  # Tokens per caption (byte-level tokenizer), padded or truncated.
     data.moving_shapes_train_size = 4096  # moving_shapes only: train clips generated (16x32x32: ~15 s).
     data.moving_shapes_test_size = 512  # moving_shapes only: test clips generated (evaluation's real videos).
+    data.long_range_prob = 0.0  # Share of training clips that are long-range windows (frame-conditioned models).
+    data.long_range_span = 32  # Frames a training clip's num_frames are picked from when long_range_prob > 0.
 
     # ---------------------------------------------------------------- model (vdm_jax.models.ModelConfig)
     config.model = model = ml_collections.ConfigDict()

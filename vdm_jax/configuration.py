@@ -106,6 +106,15 @@ def _check_across_groups(cfg: ExperimentConfig) -> None:
             f"config.train.batch_size={cfg.train.batch_size} is not divisible by "
             f"config.train.grad_accum_steps={cfg.train.grad_accum_steps}"
         )
+    if cfg.data.long_range_prob > 0 and not cfg.model.frame_conditioning:
+        raise ConfigError(
+            "config.data.long_range_prob > 0 trains on far-back known frames: it needs a frame-conditioned model "
+            "(config.model.frame_conditioning=True)"
+        )
+    if cfg.data.long_range_prob > 0 and cfg.train.context_pool:
+        raise ConfigError(
+            "config.data.long_range_prob > 0 and config.train.context_pool both choose known frames per clip; use one"
+        )
     if cfg.sampler.guidance_weight and not (cfg.model.num_classes or cfg.model.text_conditioning != "none"):
         raise ConfigError(
             "config.sampler.guidance_weight > 0 needs a conditional model "

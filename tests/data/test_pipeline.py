@@ -147,3 +147,55 @@ def test_evaluation_batches_take_successive_test_captions(tiny_shapes, monkeypat
             cond["text_tokens"], tokenize(expect[8 * i : 8 * (i + 1)], tiny_shapes.text_max_length)
         )
         np.testing.assert_array_equal(cond["label"], (8 * i + np.arange(8)) % 3)
+
+
+def test_long_range_windows_pick_far_known_frames_before_a_window():
+    """`long_range_window` over many draws: increasing times inside the span; a long-range window is m = 1..3 known
+    frames before T - m consecutive ones whose first o are known and the rest not; otherwise T consecutive frames."""
+    import tensorflow as tf
+
+    from vdm_jax.data.pipeline import long_range_window
+
+    t, span, draws, used, far_counts = 8, 20, 400, 0, set()
+    for i in range(draws):
+        w = {k: np.asarray(v) for k, v in long_range_window(t, span, 0.5, tf.constant([3, i], tf.int64)).items()}
+        times, known = w["times"], w["known_mask"]
+        assert times.shape == (t,) and times.min() >= 0 and times.max() < span
+        assert (np.diff(times) > 0).all()
+        if not w["use_known_mask"]:
+            np.testing.assert_array_equal(np.diff(times), 1)
+            np.testing.assert_array_equal(known, 0)
+            continue
+        used += 1
+        k = int(known.sum())  # far frames and the window's first frames are known, the rest of the window not
+        assert 2 <= k <= t - 1 and known[:k].all() and not known[k:].any(), (times, known)
+        gaps = np.flatnonzero(np.diff(times) != 1)
+        far = 0 if not len(gaps) else int(gaps[-1]) + 1  # frames before the final consecutive run (the window)
+        assert far <= 3 and far < k, (times, known)  # (a far frame just before the window joins the run)
+        far_counts.add(far)
+    assert 0.4 < used / draws < 0.6
+    assert {1, 2, 3} <= far_counts  # the number of far frames varies
+
+
+def test_long_range_batches_hold_the_clip_frames_at_their_times(tiny_shapes, tiny_shapes_videos):
+    """With data.long_range_prob every training clip is frames start + times of one stored video, and its
+    known_mask / use_known_mask / frame_times travel with it; evaluation clips stay consecutive from frame 0."""
+    cfg = dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=16)
+    b = batches(iterator(cfg), 1)[0]
+    assert b["frame_times"].shape == b["known_mask"].shape == (16, 8) and b["use_known_mask"].shape == (16,)
+    assert 0 < b["use_known_mask"].sum() < 16
+    stored = tiny_shapes_videos["video"]
+    for i in range(16):
+        clip, times = to_uint8(b["video"][i]), b["frame_times"][i]
+        starts = range(16 - times[-1])
+        found = [(n, c) for n in range(len(stored)) for c in starts if np.array_equal(stored[n, c + times], clip)]
+        assert found, f"row {i}: no stored video holds these frames at times {times}"
+        if not b["use_known_mask"][i]:
+            np.testing.assert_array_equal(b["known_mask"][i], 0)
+    ev = next(make_iterator(cfg, split="test", global_batch_size=16, mesh=make_mesh((1, 1, 1)), seed=0))
+    np.testing.assert_array_equal(np.asarray(ev["frame_times"]), np.tile(np.arange(8), (16, 1)))
+    assert not np.asarray(ev["use_known_mask"]).any()
+    with pytest.raises(ValueError, match="long_range_span"):
+        dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=8)
+    with pytest.raises(ValueError, match="long_range_prob"):
+        dataclasses.replace(tiny_shapes, long_range_prob=1.5)

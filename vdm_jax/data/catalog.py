@@ -59,8 +59,10 @@ def _data_dir(cfg: DataConfig) -> str | None:
 
 
 def moving_shapes_frames(cfg: DataConfig) -> int:
-    """Frames stored per moving_shapes example: enough for one clip of num_frames at frame_stride, and at least 16."""
-    return max(MOVING_SHAPES_MIN_FRAMES, (cfg.num_frames - 1) * cfg.frame_stride + 1)
+    """Frames stored per moving_shapes example: enough for one clip of num_frames (long_range_span when long-range
+    windows are on) at frame_stride, and at least 16."""
+    clip = cfg.long_range_span if cfg.long_range_prob > 0 else cfg.num_frames
+    return max(MOVING_SHAPES_MIN_FRAMES, (clip - 1) * cfg.frame_stride + 1)
 
 
 def get_builder(cfg: DataConfig) -> tfds.core.DatasetBuilder:

@@ -69,6 +69,8 @@ class DataConfig:
     text_max_length: int = 64
     moving_shapes_train_size: int = 4096
     moving_shapes_test_size: int = 512
+    long_range_prob: float = 0.0
+    long_range_span: int = 32
 
     def __post_init__(self):
         if self.name not in DATASETS:
@@ -81,6 +83,7 @@ class DataConfig:
             "text_max_length",
             "moving_shapes_train_size",
             "moving_shapes_test_size",
+            "long_range_span",
         ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -89,6 +92,18 @@ class DataConfig:
             raise ValueError(f"data.num_image_frames={self.num_image_frames!r} must be an integer >= 0")
         if self.num_image_frames < 0:
             raise ValueError(f"data.num_image_frames={self.num_image_frames} must be >= 0 (0 = video only)")
+        if isinstance(self.long_range_prob, bool) or not 0.0 <= self.long_range_prob <= 1.0:
+            raise ValueError(f"data.long_range_prob={self.long_range_prob!r} must be in [0, 1] (0 = off)")
+        if self.long_range_prob > 0 and self.long_range_span <= self.num_frames:
+            raise ValueError(
+                f"data.long_range_span={self.long_range_span} must exceed data.num_frames={self.num_frames}: "
+                "long-range windows pick their frames from that many"
+            )
+        if self.long_range_prob > 0 and self.num_frames < 3:
+            raise ValueError(
+                f"data.long_range_prob > 0 needs data.num_frames >= 3 (a far frame, a known and an unknown recent "
+                f"frame), got {self.num_frames}"
+            )
         if not isinstance(self.random_flip, bool):
             raise ValueError(f"data.random_flip={self.random_flip!r} must be True or False")
         if self.name == "video_folder" and not self.video_dir:

@@ -44,6 +44,40 @@ def _op_seed(base: int, index: tf.Tensor, salt: int) -> tf.Tensor:
     return tf.stack([tf.constant(base, tf.int64) * 8 + salt, tf.cast(index, tf.int64)])
 
 
+MAX_FAR_FRAMES = 3  # long-range windows: at most this many far-back known frames
+
+
+def long_range_window(num_frames: int, span: int, prob: float, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+    """Which `num_frames` frames of a `span`-frame clip one training example holds, and which of them are known.
+
+    With probability `prob`, a long-range window: m ~ U{1 .. min(3, T - 2)} known frames drawn without replacement
+    from anywhere before a window of T - m consecutive frames (start s ~ U{m .. span - T + m}), whose first
+    o ~ U{1 .. T - m - 1} frames are known too. It is what autoregressive extension with memory
+    (`vdm_jax.train.conditional.extend(memory=...)`) asks of the model: new frames given the last frames and a few from
+    far back. Otherwise T consecutive frames from a random start, whose known frames the train step draws as usual
+    (`vdm_jax.train.frame_masks`). Returns times int32 [T] (frame indices into the span, increasing), known_mask
+    float32 [T] and use_known_mask bool [] (True for a long-range window).
+    """
+    t = num_frames
+    s_coin, s_m, s_start, s_far, s_known, s_plain = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
+    coin = tf.random.stateless_uniform([], s_coin) < prob
+    m = tf.random.stateless_uniform([], s_m, 1, min(MAX_FAR_FRAMES, t - 2) + 1, tf.int32)
+    w = t - m
+    start = tf.random.stateless_uniform([], s_start, m, span - w + 1, tf.int32)
+    frame = tf.range(span)
+    order = tf.argsort(tf.where(frame < start, tf.random.stateless_uniform([span], s_far), 2.0))
+    far = tf.sort(order[:m])  # m distinct frames before the window
+    o = tf.random.stateless_uniform([], s_known, 1, w, tf.int32)
+    times_far = tf.ensure_shape(tf.concat([far, start + tf.range(w)], 0), [t])
+    known_far = tf.ensure_shape(tf.cast(tf.concat([tf.ones([m], tf.bool), tf.range(w) < o], 0), tf.float32), [t])
+    plain = tf.random.stateless_uniform([], s_plain, 0, span - t + 1, tf.int32) + tf.range(t)
+    return {
+        "times": tf.where(coin, times_far, plain),
+        "known_mask": tf.where(coin, known_far, tf.zeros([t])),
+        "use_known_mask": coin,
+    }
+
+
 def decode_frames(encoded: tf.Tensor, channels: int) -> tf.Tensor:
     """Encoded PNG/JPEG frames tf.string [N] -> uint8 [N, H, W, C]."""
     return tf.map_fn(
@@ -195,7 +229,9 @@ class DataIterator:
         cfg, spec = self.cfg, self.spec
         encoded = example[spec.frames_key]
         length = tf.shape(encoded)[0]
-        span = (cfg.num_frames - 1) * cfg.frame_stride + 1
+        long_range = cfg.long_range_prob > 0
+        clip_frames = cfg.long_range_span if long_range else cfg.num_frames
+        span = (clip_frames - 1) * cfg.frame_stride + 1
         if self.training:
             start = tf.random.stateless_uniform(
                 [], _op_seed(seed, index, 0), 0, tf.maximum(length - span, 0) + 1, tf.int32
@@ -203,6 +239,14 @@ class DataIterator:
         else:
             start = tf.constant(0, tf.int32)
         idx = clip_indices(length, cfg.num_frames, cfg.frame_stride, start)
+        if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
+            if self.training:
+                window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
+                window = long_range_window(cfg.num_frames, clip_frames, cfg.long_range_prob, window_seed)
+            else:
+                zeros = tf.zeros([cfg.num_frames])
+                window = {"times": tf.range(cfg.num_frames), "known_mask": zeros, "use_known_mask": tf.constant(False)}
+            idx = tf.gather(clip_indices(length, clip_frames, cfg.frame_stride, start), window["times"])
         video = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
         video = self._maybe_flip(video, _op_seed(seed, index, 1))
         parts = [video]
@@ -221,6 +265,11 @@ class DataIterator:
                 [tf.zeros([cfg.num_frames], tf.int32), tf.range(1, cfg.num_image_frames + 1, dtype=tf.int32)], 0
             ),
         }
+        if long_range:
+            images = tf.zeros([cfg.num_image_frames], tf.int32)
+            out["frame_times"] = tf.concat([window["times"], images], 0)
+            out["known_mask"] = tf.concat([window["known_mask"], tf.cast(images, tf.float32)], 0)
+            out["use_known_mask"] = window["use_known_mask"]
         if spec.label_key:
             out["label"] = tf.cast(example[spec.label_key], tf.int32)
         if spec.caption_key:
@@ -299,6 +348,8 @@ def make_iterator(
       segment_ids: int32 [B, T + num_image_frames]   0 for the clip's frames, 1..K for the appended images
       label:       int32 [B]                          datasets with labels only
       text_tokens: int32 [B, text_max_length]         datasets with captions, unless text_max_length=0
+      frame_times, known_mask [B, T + num_image_frames], use_known_mask [B]   with data.long_range_prob > 0 only:
+                   each frame's time in its clip, and the known frames of long-range windows (`long_range_window`)
     Each process reads global_batch_size / process_count examples per batch. training (default: split == 'train')
     shuffles, picks random clip starts, flips (random_flip) and repeats forever; otherwise one ordered pass, clips from
     frame 0. `tokenizer(texts, max_length) -> int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`.

@@ -45,7 +45,9 @@ def abstract_batch(cfg, batch_size: int, mesh: Mesh) -> dict[str, jax.ShapeDtype
         spec["text_tokens"] = jax.ShapeDtypeStruct(
             (batch_size, cfg.data.text_max_length), jnp.int32, sharding=batch_sharding
         )
-    if cfg.train.context_pool:  # Rows drawn from a context pool bring their own known-frame mask.
+    if cfg.data.long_range_prob > 0:  # Frames need not be consecutive; long-range windows bring their own mask.
+        spec["frame_times"] = jax.ShapeDtypeStruct((batch_size, frames), jnp.int32, sharding=batch_sharding)
+    if cfg.train.context_pool or cfg.data.long_range_prob > 0:  # Rows that bring their own known-frame mask.
         spec["known_mask"] = jax.ShapeDtypeStruct((batch_size, frames), jnp.float32, sharding=batch_sharding)
         spec["use_known_mask"] = jax.ShapeDtypeStruct((batch_size,), jnp.bool_, sharding=batch_sharding)
     return spec

@@ -64,7 +64,7 @@ def make_train_step(
         segment_ids = batch.get("segment_ids")
         if model_cfg.frame_conditioning:
             known, known_mask = random_known_frames(batch["video"], segment_ids, mask_rng)
-            if "use_known_mask" in batch:  # Rows that bring their own mask (vdm_jax.train.context_pool).
+            if "use_known_mask" in batch:  # Rows that bring their own mask (context pool, long-range windows).
                 known_mask = jnp.where(batch["use_known_mask"][:, None], batch["known_mask"], known_mask)
                 known = batch["video"] * known_mask[:, :, None, None, None]
             aug_rng = jax.random.fold_in(mask_rng, 1)  # Its own stream: the masks stay those of runs without noise.
@@ -72,7 +72,15 @@ def make_train_step(
             cond = {**(cond or {}), "known_frames": known, "known_mask": known_mask}
 
         def denoise_fn(z, logsnr, c):
-            return model(z, logsnr, c, segment_ids=segment_ids, train=True, rngs=nnx.Rngs(dropout=dropout_rng))
+            return model(
+                z,
+                logsnr,
+                c,
+                segment_ids=segment_ids,
+                frame_times=batch.get("frame_times"),
+                train=True,
+                rngs=nnx.Rngs(dropout=dropout_rng),
+            )
 
         loss_mask = None
         if model_cfg.frame_conditioning:  # Known frames are given, not generated: no loss on them.
