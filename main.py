@@ -48,6 +48,12 @@ _NUM_FRAMES = flags.DEFINE_integer(
 _CANDIDATES = flags.DEFINE_integer(
     "candidates", 1, "sample chunk by chunk: keep the likeliest of this many samples of each chunk (cost x N)."
 )
+_MEMORY = flags.DEFINE_integer(
+    "memory",
+    0,
+    "sample chunk by chunk: also give each chunk this many frames from far back (a model trained with "
+    "data.long_range_prob > 0); each chunk then adds model frames - memory - num_cond_frames new ones.",
+)
 _KEYFRAME_STRIDE = flags.DEFINE_integer(
     "keyframe_stride",
     0,
@@ -124,7 +130,10 @@ def _run(cfg) -> None:
         from vdm_jax.train import sampling
 
         long_video = (
-            _NUM_FRAMES.value not in (0, cfg.data.num_frames) or _KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value
+            _NUM_FRAMES.value not in (0, cfg.data.num_frames)
+            or _KEYFRAME_STRIDE.value
+            or _KEYFRAME_WORKDIR.value
+            or _MEMORY.value
         )
         common = {
             "num_samples": _NUM_SAMPLES.value,
@@ -142,6 +151,7 @@ def _run(cfg) -> None:
                 num_cond_frames=_NUM_COND_FRAMES.value,
                 num_frames=_NUM_FRAMES.value,
                 candidates=_CANDIDATES.value,
+                memory=_MEMORY.value,
                 keyframe_stride=_KEYFRAME_STRIDE.value,
                 keyframe_workdir=_KEYFRAME_WORKDIR.value,
                 key_context=_KEY_CONTEXT.value,

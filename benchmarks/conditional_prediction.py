@@ -166,6 +166,7 @@ def evaluate(
     key_context: int = 1,
     conditioning: str = "clip",
     overrides: tuple[str, ...] = (),
+    memory: int = 0,
 ) -> dict:
     import jax
 
@@ -231,6 +232,13 @@ def evaluate(
                 f"extend4x_{name}",
                 lambda m=m, kw=kwargs: conditional.extend(m, rng, context, 4 * t, overlap=overlap, **kw),
             )
+            if memory and name != "replacement":  # the same new frames per chunk: memory far frames + fewer recent
+                run(
+                    f"extend4x_{name}_memory{memory}_overlap{overlap - memory}",
+                    lambda m=m, kw=kwargs: conditional.extend(
+                        m, rng, context, 4 * t, overlap=overlap - memory, memory=memory, **kw
+                    ),
+                )
             if joint_hop:
                 run(
                     f"joint4x_{name}_hop{joint_hop}",
@@ -296,6 +304,13 @@ if __name__ == "__main__":
     )
     parser.add_argument("--overlap", type=int, default=4, help="extension: frames shared by consecutive chunks")
     parser.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        help="extension also with this many far-back known frames per chunk and overlap - memory recent ones (the "
+        "same new frames per chunk; a model trained with data.long_range_prob > 0)",
+    )
+    parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
     )
     parser.add_argument(
@@ -358,6 +373,7 @@ if __name__ == "__main__":
             k=args.k,
             weights=weights,
             overlap=args.overlap,
+            memory=args.memory,
             stride=args.stride,
             tasks=tasks,
             frame_weights=tuple(float(w) for w in args.frame_weights.split(",") if w),

@@ -188,6 +188,56 @@ def test_extend_conditions_each_chunk_on_the_last_frames(model, recorder):
         np.testing.assert_array_equal(frames[:, :2], out[:, end - 2 : end])
 
 
+def test_extend_with_memory_gives_each_chunk_far_frames_at_their_times(monkeypatch):
+    """memory = 2, overlap = 1, T = 6: each later chunk holds frames memory_frames(start) and the last frame, known,
+    at their times in the video. The stand-in sampler continues a ramp from the frames' times (unknown frame j gets
+    the last known value + 0.01 x (times[j] - its time)), so the video is one unbroken ramp only when every chunk's
+    known frames and times are the video's own."""
+    m = tiny_model("model.frame_conditioning=True", "data.long_range_prob=0.5", "data.num_frames=6")
+    calls = []
+
+    def fake(model, rng, frames, mask, frame_times=None, **kwargs):
+        times = np.tile(np.arange(frames.shape[1]), (frames.shape[0], 1)) if frame_times is None else frame_times
+        calls.append((np.asarray(frames), np.asarray(mask), np.asarray(times)))
+        last = int(np.flatnonzero(np.asarray(mask)[0])[-1])
+        step = (jnp.asarray(times) - jnp.asarray(times)[:, last : last + 1]) * 0.01
+        fill = frames[:, last : last + 1] + step[:, :, None, None, None]
+        return jnp.where(jnp.asarray(mask)[:, :, None, None, None] > 0, frames, fill)
+
+    monkeypatch.setattr(conditional, "sample_with_known", fake)
+    ramp = -0.9 + 0.01 * jnp.arange(2.0)
+    ctx = jnp.broadcast_to(ramp[None, :, None, None, None], (2, 2, 8, 8, 3))
+    out = np.asarray(conditional.extend(m, jax.random.key(0), ctx, 17, overlap=1, memory=2))
+    np.testing.assert_allclose(out[:, :, 0, 0, 0], np.tile(-0.9 + 0.01 * np.arange(17), (2, 1)), atol=1e-6)
+    # First chunk: 2 context + 4 new; then 3 new per chunk (6 - 2 - 1): 6, 9, 12, 15, 18 frames -> 5 calls.
+    assert len(calls) == 5
+    for i, (frames, mask, times) in enumerate(calls[1:], start=1):
+        start = 6 + 3 * (i - 1) - 1  # the frame the chunk overlaps
+        far = conditional.memory_frames(start, 2)
+        np.testing.assert_array_equal(far, [0, start // 2])
+        np.testing.assert_array_equal(times[0], [*far, *range(start, start + 4)])
+        np.testing.assert_array_equal(mask[0], [1, 1, 1, 0, 0, 0])
+        np.testing.assert_array_equal(frames[:, :3], out[:, [*far, start]])
+    with pytest.raises(ValueError, match="never seen far-back frames"):
+        conditional.extend(tiny_model("model.frame_conditioning=True"), jax.random.key(0), ctx, 8, memory=1)
+    with pytest.raises(ValueError, match="memory=4 with overlap=2"):
+        conditional.extend(m, jax.random.key(0), ctx, 8, overlap=2, memory=4)
+
+
+def test_frame_times_reach_the_network(model):
+    """Consecutive frame_times are the default; spreading the same frames apart in time changes the samples."""
+    fc = tiny_model("model.frame_conditioning=True", "data.long_range_prob=0.5")
+    frames, mask = jnp.zeros((2, 4, 8, 8, 3)).at[:, :2].set(context_frames(2, 2)), jnp.array([[1.0, 1, 0, 0]] * 2)
+    draw = lambda times=None: conditional.sample_with_known(  # noqa: E731
+        fc, jax.random.key(3), frames, mask, frame_times=times
+    )
+    plain, consecutive, far = draw(), draw(np.tile(np.arange(4), (2, 1))), draw(np.array([[0, 20, 21, 22]] * 2))
+    np.testing.assert_allclose(consecutive, plain, atol=1e-5)
+    assert np.abs(np.asarray(far - plain)).max() > 1e-3
+    with pytest.raises(ValueError, match="frame_times must be integer"):
+        draw(np.zeros((2, 3), np.int32))
+
+
 def test_extend_from_nothing_samples_the_first_chunk_unconditionally(model, recorder):
     out = np.asarray(conditional.extend(model, jax.random.key(0), jnp.zeros((2, 0, 8, 8, 3)), 8))
     assert out.shape == (2, 8, 8, 8, 3)

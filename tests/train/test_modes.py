@@ -186,6 +186,8 @@ def test_keyframe_flags_that_cannot_work_are_clear_errors(tiny_run, keyframe_run
     base = {"num_samples": 1, "cond_split": "test", "num_frames": 8, "step": 99}  # step 99: any load would fail
     cases = [
         ({"keyframe_workdir": str(keyframe_run)}, ContextError, "--keyframe_workdir needs --keyframe_stride"),
+        ({"memory": 2}, ContextError, "--memory=2: memory > 0 needs a frame-conditioned model trained on long-range"),
+        ({"memory": 1, "keyframe_stride": 2}, ContextError, "--memory is for extension chunk by chunk"),
         ({"keyframe_stride": 4}, ContextError, r"--keyframe_stride=4 must be in 2 \.\. 3"),
         ({"keyframe_stride": 2, "num_frames": 3}, ContextError, "--num_frames=3: keyframes then interpolation"),
         ({"keyframe_stride": 2, "key_context": 5}, ContextError, r"--key_context=5 must be in 0 \.\. 4"),

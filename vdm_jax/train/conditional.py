@@ -124,16 +124,20 @@ def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
     return method
 
 
-def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as_inputs: bool):
+def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as_inputs: bool, frame_times=None):
     """(denoise_fn(z, logsnr, c), the conditioning to give it): the model in inference mode, and `cond` plus the known
-    frames and their mask as inputs when the model reads them (a frame-conditioned model)."""
+    frames and their mask as inputs when the model reads them (a frame-conditioned model). frame_times [N, T]: the
+    frames' times in the video, for windows that are not consecutive frames (guidance's wider batches repeat them)."""
     model = nnx.merge(graphdef, params, rest)
     full = dict(cond or {})
     if known_as_inputs:
         full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
 
     def denoise_fn(z, logsnr, c):
-        return model(z, logsnr, c or None, train=False)
+        times = frame_times
+        if times is not None and z.shape[0] != times.shape[0]:
+            times = jnp.concatenate([times] * (z.shape[0] // times.shape[0]), axis=0)
+        return model(z, logsnr, c or None, frame_times=times, train=False)
 
     return denoise_fn, full or None
 
@@ -149,8 +153,8 @@ def _compiled_sampler(
     sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
     weight_fn = weight if method == "reconstruction" and callable(weight) else None
 
-    def fn(params, rest, rng, frames, mask, cond, start):
-        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, method == "network")
+    def fn(params, rest, rng, frames, mask, cond, start, frame_times):
+        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, method == "network", frame_times)
         if hop:
             denoise_fn = windowed_denoiser(denoise_fn, cfg.data.num_frames, hop)
         return sample(
@@ -191,6 +195,7 @@ def sample_with_known(
     cond: dict | None = None,
     start: jax.Array | None = None,
     start_time: float = 1.0,
+    frame_times: jax.Array | None = None,
 ) -> jax.Array:
     """One batch of samples with known frames: frames [N, T, H, W, C] in [-1, 1] (any value where unknown),
     mask [N, T] (1 = known) -> [N, T, H, W, C], equal to `frames` where mask = 1.
@@ -198,26 +203,41 @@ def sample_with_known(
     cond: the model's other conditioning (labels / captions, leading dim N), or None.
     start, start_time: SDEdit, a re-draw of the videos `start` [N, T, H, W, C] from their noised version at t0 =
       start_time in (0, 1) (`vdm_jax.diffusion.sample`); known frames still hold where mask = 1.
+    frame_times: int [N, T], each frame's time in the video when the T frames are not consecutive (far-back known
+      frames, `extend(memory=...)`); None: consecutive.
     """
     cfg = model.cfg
     frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
     _check_frames(cfg, frames, "frames")
     if mask.shape != frames.shape[:2]:
         raise ValueError(f"mask must be [N, T]={tuple(frames.shape[:2])}; got {tuple(mask.shape)}")
+    frame_times = _check_times(frame_times, frames)
     method = resolve_method(cfg, method, recon_weight)
     if start is not None:
         start = jnp.asarray(start, jnp.float32)
         if start.shape != frames.shape:
             raise ValueError(f"start must be shaped like frames, {tuple(frames.shape)}; got {tuple(start.shape)}")
     fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time))
-    return fn(model.params, model.rest, rng, frames, mask, cond, start)
+    return fn(model.params, model.rest, rng, frames, mask, cond, start, frame_times)
+
+
+def _check_times(frame_times, frames: jax.Array) -> jax.Array | None:
+    if frame_times is None:
+        return None
+    frame_times = jnp.asarray(frame_times)
+    if frame_times.shape != frames.shape[:2] or not jnp.issubdtype(frame_times.dtype, jnp.integer):
+        raise ValueError(
+            f"frame_times must be integer [N, T]={tuple(frames.shape[:2])}; got {frame_times.dtype} "
+            f"{tuple(frame_times.shape)}"
+        )
+    return frame_times.astype(jnp.int32)
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_nll(graphdef: nnx.GraphDef, cfg, levels: int):
-    def fn(params, rest, rng, frames, mask, cond):
+    def fn(params, rest, rng, frames, mask, cond, frame_times):
         fc = cfg.model.frame_conditioning
-        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, fc)
+        denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, fc, frame_times)
         return diffusion_nll(
             denoise_fn,
             frames,
@@ -240,31 +260,38 @@ def chunk_nll(
     *,
     cond: dict | None = None,
     levels: int = 16,
+    frame_times: jax.Array | None = None,
 ) -> jax.Array:
     """How unlikely the model finds each video given its known frames: frames [N, T, H, W, C], mask [N, T] -> [N]
     nats, lower is likelier (`vdm_jax.diffusion.diffusion_nll`, no guidance).
 
     A frame-conditioned model scores the unknown frames given the known ones as its inputs, −log p(x^b | x^a); any
     other model scores the whole window, −log p(x^a, x^b), which ranks candidates x^b for the same x^a alike. Every
-    video shares each level's noise, so compare videos with the same known frames under one `rng`.
+    video shares each level's noise, so compare videos with the same known frames under one `rng`. frame_times: as
+    for `sample_with_known`.
     """
     cfg = model.cfg
     frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
     _check_frames(cfg, frames, "frames")
-    return _compiled_nll(model.graphdef, cfg, levels)(model.params, model.rest, rng, frames, mask, cond)
+    frame_times = _check_times(frame_times, frames)
+    fn = _compiled_nll(model.graphdef, cfg, levels)
+    return fn(model.params, model.rest, rng, frames, mask, cond, frame_times)
 
 
-def _best_of(sampler, model: SamplingModel, rng: jax.Array, frames, mask, cond, candidates: int) -> jax.Array:
-    """`candidates` samples of every video in one batch of `sampler(rng, frames, mask, cond=)`; per video, the one
-    of lowest `chunk_nll`."""
+def _best_of(
+    sampler, model: SamplingModel, rng: jax.Array, frames, mask, cond, candidates: int, frame_times=None
+) -> jax.Array:
+    """`candidates` samples of every video in one batch of `sampler(rng, frames, mask, cond=, frame_times=)`; per
+    video, the one of lowest `chunk_nll`."""
     if candidates == 1:
-        return sampler(rng, frames, mask, cond=cond)
+        return sampler(rng, frames, mask, cond=cond, frame_times=frame_times)
     n = frames.shape[0]
     tile = lambda a: jnp.concatenate([a] * candidates, axis=0)  # noqa: E731  [C·N, ...], candidate-major
     tiled_cond = jax.tree.map(tile, cond) if cond else cond
-    samples = sampler(rng, tile(frames), tile(mask), cond=tiled_cond)
+    times = None if frame_times is None else tile(frame_times)
+    samples = sampler(rng, tile(frames), tile(mask), cond=tiled_cond, frame_times=times)
     score_rng = jax.random.fold_in(rng, 1 << 20)
-    nll = chunk_nll(model, score_rng, samples, tile(mask), cond=tiled_cond).reshape(candidates, n)
+    nll = chunk_nll(model, score_rng, samples, tile(mask), cond=tiled_cond, frame_times=times).reshape(candidates, n)
     best = jnp.argmin(nll, axis=0)
     return samples.reshape(candidates, n, *samples.shape[1:])[best, jnp.arange(n)]
 
@@ -289,6 +316,7 @@ def extend(
     recon_weight: Weight = None,
     cond: dict | None = None,
     candidates: int = 1,
+    memory: int = 0,
 ) -> jax.Array:
     """Autoregressive extension (VDM §4.3.3): context [N, k, H, W, C] -> video [N, total_frames, H, W, C].
 
@@ -298,6 +326,9 @@ def extend(
     The video starts with the context, exactly. total_frames <= chunk is plain prediction.
     candidates > 1: each chunk is sampled that many times (one batch of candidates · N) and the candidate the model
     finds likeliest given the known frames is kept (`chunk_nll`); costs about `candidates` times a plain chunk.
+    memory > 0: each later chunk also holds `memory` known frames from far back (`memory_frames`: evenly spaced
+    from frame 0 to just before the overlap), with their times, and adds chunk − memory − overlap new frames. That
+    needs a frame-conditioned model trained on such windows (config.data.long_range_prob > 0).
     """
     cfg = model.cfg
     context = jnp.asarray(context, jnp.float32)
@@ -313,15 +344,48 @@ def extend(
         raise ValueError(f"total_frames={total_frames} is shorter than the {k} context frames")
     if candidates < 1:
         raise ValueError(f"candidates={candidates} must be >= 1 (1: one sample per chunk)")
+    check_memory(cfg, memory, overlap, chunk)
     sampler = functools.partial(sample_with_known, model, method=method, recon_weight=recon_weight)
-    run = lambda key, frames, mask: _best_of(sampler, model, key, frames, mask, cond, candidates)  # noqa: E731
+    run = lambda key, frames, mask, times=None: _best_of(  # noqa: E731
+        sampler, model, key, frames, mask, cond, candidates, times
+    )
     video = run(jax.random.fold_in(rng, 0), *_chunk_with_context(context, chunk))
     i = 1
     while video.shape[1] < total_frames:
-        out = run(jax.random.fold_in(rng, i), *_chunk_with_context(video[:, -overlap:], chunk))
-        video = jnp.concatenate([video, out[:, overlap:]], axis=1)
+        start = video.shape[1] - overlap  # the first frame the chunk overlaps
+        far = memory_frames(start, memory)
+        known = jnp.concatenate([video[:, far], video[:, start:]], axis=1)
+        times = None
+        if memory:
+            times = np.concatenate([far, start + np.arange(chunk - memory)]).astype(np.int32)
+            times = jnp.broadcast_to(times, (video.shape[0], chunk))
+        out = run(jax.random.fold_in(rng, i), *_chunk_with_context(known, chunk), times)
+        video = jnp.concatenate([video, out[:, memory + overlap :]], axis=1)
         i += 1
     return video[:, :total_frames]
+
+
+def memory_frames(before: int, memory: int) -> np.ndarray:
+    """The far-back frames a chunk of `extend(memory=...)` keeps: `memory` frames evenly spaced over 0 .. before − 1,
+    frame 0 first (before = the first frame the chunk overlaps). memory = 0: none."""
+    return np.floor(np.arange(memory) * before / max(memory, 1)).astype(np.int64)
+
+
+def check_memory(cfg, memory: int, overlap: int, chunk: int) -> None:
+    """Raises ValueError unless chunks of `chunk` frames can hold `memory` far-back frames besides `overlap` recent
+    ones, with a model trained for it."""
+    if memory == 0:
+        return
+    if memory < 0 or memory + overlap >= chunk:
+        raise ValueError(
+            f"memory={memory} with overlap={overlap}: give memory >= 0 and memory + overlap < chunk = {chunk}, so "
+            "that every chunk adds new frames"
+        )
+    if not (cfg.model.frame_conditioning and cfg.data.long_range_prob > 0):
+        raise ValueError(
+            "memory > 0 needs a frame-conditioned model trained on long-range windows (config.model."
+            "frame_conditioning=True and config.data.long_range_prob > 0); this model has never seen far-back frames"
+        )
 
 
 def extend_jointly(
@@ -369,7 +433,7 @@ def extend_jointly(
         if start.shape != frames.shape:
             raise ValueError(f"start must be [N, total_frames, ...] = {tuple(frames.shape)}; got {tuple(start.shape)}")
     fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), hop)
-    return fn(model.params, model.rest, rng, frames, mask, cond, start)
+    return fn(model.params, model.rest, rng, frames, mask, cond, start, None)
 
 
 def predict(

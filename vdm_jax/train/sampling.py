@@ -168,6 +168,7 @@ def sample_conditional_from_checkpoint(
     key_context: int = 2,
     caption: str = "",
     label: int | None = None,
+    memory: int = 0,
 ) -> str:
     """`--mode=sample` conditioned on frames: continues the first `num_cond_frames` frames of `cond_video` (the same
     context for every sample) or of dataset clips cond_index .. cond_index + num_samples - 1 of `cond_split` to
@@ -179,6 +180,8 @@ def sample_conditional_from_checkpoint(
     keyframes, then interpolation (`conditional.keyframes_then_interpolate`): every s-th frame first, from the run in
     `keyframe_workdir` (trained at data.frame_stride = s times this run's; default this run's model, whose keyframes
     then move at its own speed: slow motion), conditioned on `key_context` keyframes, then the frames between them.
+    `memory` > 0: each chunk of the extension also sees that many frames from far back (`conditional.extend`), for a
+    model trained on long-range windows (config.data.long_range_prob > 0).
     Writes `<workdir>/samples/cond_step<step>` GIF + MP4 (conditioning frames with a white border) and npz.
     With no conditioning frames, `key_context` = 0 has the keyframe model start from nothing; 1 or 2 have this model
     first sample the video's start through keyframe key_context − 1.
@@ -201,6 +204,13 @@ def sample_conditional_from_checkpoint(
     if candidates < 1:
         raise ContextError(f"--candidates={candidates} must be >= 1 (1: one sample per chunk)")
     key_cfg = _check_keyframe_flags(cfg, total, num_cond_frames, keyframe_stride, keyframe_workdir, key_context)
+    overlap = num_cond_frames or cfg.data.num_frames // 2  # what each later chunk keeps of the last one
+    if memory and keyframe_stride:
+        raise ContextError("--memory is for extension chunk by chunk; drop it or --keyframe_stride")
+    try:
+        conditional.check_memory(cfg, memory, overlap, cfg.data.num_frames)
+    except ValueError as e:
+        raise ContextError(f"--memory={memory}: {e} (overlap = --num_cond_frames)") from e
     own = None  # the conditioning clips' labels and captions
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
@@ -233,7 +243,10 @@ def sample_conditional_from_checkpoint(
         )
     else:
         how = "autoregressive" if total > cfg.data.num_frames else "one chunk"
-        videos = conditional.extend(model, rng, context, total, cond=cond, candidates=candidates)
+        videos = conditional.extend(
+            model, rng, context, total, overlap=overlap, cond=cond, candidates=candidates, memory=memory
+        )
+        how += f", {memory} far-back frames per chunk" if memory else ""
     videos = np.asarray(jax.device_get(videos), np.float32)
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
