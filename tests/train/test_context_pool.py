@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.train import runs
-from tests.train.test_train import assert_trees_close, final_state, ok
+from tests.train.test_train import assert_resume_is_exact, final_state, ok
 from vdm_jax import configuration
 from vdm_jax.train.context_pool import ContextPool, ContextPoolError, own_context_examples, save_pool
 
@@ -145,12 +145,7 @@ def test_pooled_run_resumes_exactly(tmp_path, moving_shapes_dir):
     path = str(tmp_path / "pool.npz")
     save_pool(path, video, mask)
     common = (*runs.TINY, "--config.model.frame_conditioning=True", f"--config.train.context_pool={path}")
-    ok(runs.run(tmp_path / "straight", *common, "--config.train.num_steps=4", data_dir=moving_shapes_dir))
-    ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=2", data_dir=moving_shapes_dir))
-    ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=4", data_dir=moving_shapes_dir))
-    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
-    assert int(straight["step"]) == int(resumed["step"]) == 4
-    assert_trees_close(straight["params"], resumed["params"], rtol=1e-5, atol=1e-6)
+    straight = assert_resume_is_exact(tmp_path, common, moving_shapes_dir)
     # ... and the pool changed the run: the same run without it ends elsewhere.
     ok(runs.run(tmp_path / "plain", *common[:-1], "--config.train.num_steps=4", data_dir=moving_shapes_dir))
     plain = final_state(tmp_path / "plain")

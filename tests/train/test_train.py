@@ -36,6 +36,18 @@ def ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
+def assert_resume_is_exact(tmp_path, common: tuple[str, ...], data_dir: str) -> dict:
+    """Runs main.py with `common` flags for 4 steps straight, and for 2 then resumed to 4; asserts both end at the same
+    parameters and returns the straight run's final state."""
+    ok(runs.run(tmp_path / "straight", *common, "--config.train.num_steps=4", data_dir=data_dir))
+    ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=2", data_dir=data_dir))
+    ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=4", data_dir=data_dir))
+    straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+    assert int(straight["step"]) == int(resumed["step"]) == 4
+    assert_trees_close(straight["params"], resumed["params"], rtol=1e-5, atol=1e-6)
+    return straight
+
+
 def test_default_config_trains_checkpoints_and_samples(tmp_path, moving_shapes_dir):
     workdir = tmp_path / "run"
     # The default model, data and sampler; only the step counts are cut (a sampling step costs ~0.25 s here).
