@@ -238,7 +238,7 @@ class DataIterator:
             )
         else:
             start = tf.constant(0, tf.int32)
-        idx = clip_indices(length, cfg.num_frames, cfg.frame_stride, start)
+        idx = clip_indices(length, clip_frames, cfg.frame_stride, start)
         if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
             if self.training:
                 window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
@@ -246,7 +246,7 @@ class DataIterator:
             else:
                 zeros = tf.zeros([cfg.num_frames])
                 window = {"times": tf.range(cfg.num_frames), "known_mask": zeros, "use_known_mask": tf.constant(False)}
-            idx = tf.gather(clip_indices(length, clip_frames, cfg.frame_stride, start), window["times"])
+            idx = tf.gather(idx, window["times"])
         video = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
         video = self._maybe_flip(video, _op_seed(seed, index, 1))
         parts = [video]
