@@ -5,11 +5,13 @@ config's unconditional one, then measures with the temporal-consistency metrics
 (`vdm_jax.evaluation.temporal_consistency`):
   - prediction of T - k frames from the first k real frames: replacement vs reconstruction guidance for an
     unconditional model, the known frames as network inputs for a frame-conditioned one;
-  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), and
-    with --candidates=C also keeping the likeliest of C samples per chunk (`conditional.extend(candidates=C)`, and
-    for keyframes then interpolation, per chunk of every stage); with --joint_hop=H also all 4T frames sampled at
-    once by temporal co-denoising in windows every H frames (`conditional.extend_jointly`), and with
-    --refine_times the chain's videos re-drawn from their noised version at each t0 by co-denoising (SDEdit);
+  - 4x autoregressive extension (T -> 4T frames, each chunk conditioned on the previous chunk's last frames), with
+    --memory=M also the chain whose chunks each hold M far-back frames besides fewer last ones (--chains picks
+    the chains: plain, memory), and with --candidates=C each chain also keeping the likeliest of C samples per
+    chunk (`conditional.extend(candidates=C)`, and for keyframes then interpolation, per chunk of every stage);
+    with --joint_hop=H also all 4T frames sampled at once by temporal co-denoising in windows every H frames
+    (`conditional.extend_jointly`), and with --refine_times the plain chain's videos re-drawn from their noised
+    version at each t0 by co-denoising (SDEdit);
   - keyframes then interpolation (4T frames: keyframes at --stride, then the frames between them), the keyframes
     from the frame model or from a run trained at --stride times its data.frame_stride (--keyframe_workdir; the
     `--set` overrides apply to both runs, the frame run's sampler settings to both), conditioned on
@@ -128,6 +130,7 @@ def summarise(videos: np.ndarray, context: np.ndarray, real: np.ndarray, example
 
 
 TASKS = ("predict", "extend", "keyframes", "from_nothing")
+CHAINS = ("plain", "memory")  # the extend task's 4x chains: the last frames only; with --memory, far frames too
 CONDITIONING = ("clip", "null")  # what a class- or caption-conditioned model is told: see clip_conditioning
 
 
@@ -167,6 +170,7 @@ def evaluate(
     conditioning: str = "clip",
     overrides: tuple[str, ...] = (),
     memory: int = 0,
+    chains: tuple[str, ...] = CHAINS,
 ) -> dict:
     import jax
 
@@ -228,17 +232,25 @@ def evaluate(
         if stride and key_model is not None:
             km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
         if "extend" in tasks:
-            chain = run(
-                f"extend4x_{name}",
-                lambda m=m, kw=kwargs: conditional.extend(m, rng, context, 4 * t, overlap=overlap, **kw),
-            )
-            if memory and name != "replacement":  # the same new frames per chunk: memory far frames + fewer recent
-                run(
-                    f"extend4x_{name}_memory{memory}_overlap{overlap - memory}",
-                    lambda m=m, kw=kwargs: conditional.extend(
-                        m, rng, context, 4 * t, overlap=overlap - memory, memory=memory, **kw
-                    ),
+            runs, chain = {}, None  # the 4x chains to run: name suffix -> extend arguments; the plain one's videos
+            if "plain" in chains:
+                runs[""] = {"overlap": overlap}
+            if memory and "memory" in chains and name != "replacement":  # the same new frames per chunk
+                runs[f"_memory{memory}_overlap{overlap - memory}"] = {"overlap": overlap - memory, "memory": memory}
+            for suffix, ext in runs.items():
+                out = run(
+                    f"extend4x_{name}{suffix}",
+                    lambda m=m, kw=kwargs, ext=ext: conditional.extend(m, rng, context, 4 * t, **ext, **kw),
                 )
+                if not suffix:
+                    chain = out
+                if candidates > 1 and name != "replacement":
+                    run(
+                        f"extend4x_{name}{suffix}_best_of{candidates}",
+                        lambda m=m, kw=kwargs, ext=ext: conditional.extend(
+                            m, rng, context, 4 * t, candidates=candidates, **ext, **kw
+                        ),
+                    )
             if joint_hop:
                 run(
                     f"joint4x_{name}_hop{joint_hop}",
@@ -249,13 +261,6 @@ def evaluate(
                     f"extend4x_{name}_refined_hop{joint_hop or t // 2}_t{t0:g}",
                     lambda m=m, kw=kwargs, t0=t0, chain=chain: conditional.extend_jointly(
                         m, rng, context, 4 * t, hop=joint_hop or t // 2, start=chain, start_time=t0, **kw
-                    ),
-                )
-            if candidates > 1 and name != "replacement":
-                run(
-                    f"extend4x_{name}_best_of{candidates}",
-                    lambda m=m, kw=kwargs: conditional.extend(
-                        m, rng, context, 4 * t, overlap=overlap, candidates=candidates, **kw
                     ),
                 )
         if stride and "keyframes" in tasks:
@@ -309,6 +314,12 @@ if __name__ == "__main__":
         default=0,
         help="extension also with this many far-back known frames per chunk and overlap - memory recent ones (the "
         "same new frames per chunk; a model trained with data.long_range_prob > 0)",
+    )
+    parser.add_argument(
+        "--chains",
+        default=",".join(CHAINS),
+        help="the extend task's 4x chains, a comma-separated subset of plain (each chunk knows the last --overlap "
+        "frames) and memory (with --memory > 0); --candidates applies to each",
     )
     parser.add_argument(
         "--stride", type=int, default=2, help="keyframes-then-interpolation frame stride (0: skip that experiment)"
@@ -366,6 +377,13 @@ if __name__ == "__main__":
         tasks = tuple(args.tasks.split(","))
         if not set(tasks) <= set(TASKS):
             parser.error(f"--tasks={args.tasks}: choose from {','.join(TASKS)}")
+        chains = tuple(args.chains.split(","))
+        if not set(chains) <= set(CHAINS):
+            parser.error(f"--chains={args.chains}: choose from {','.join(CHAINS)}")
+        if chains == ("memory",) and not args.memory:
+            parser.error("--chains=memory needs --memory > 0 (the far-back frames per chunk)")
+        if args.refine_times and "plain" not in chains:
+            parser.error("--refine_times re-draws the plain chain's videos: keep plain in --chains")
         out = evaluate(
             config,
             args.workdir,
@@ -374,6 +392,7 @@ if __name__ == "__main__":
             weights=weights,
             overlap=args.overlap,
             memory=args.memory,
+            chains=chains,
             stride=args.stride,
             tasks=tasks,
             frame_weights=tuple(float(w) for w in args.frame_weights.split(",") if w),
