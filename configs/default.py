@@ -31,6 +31,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.moving_shapes_test_size = 512  # moving_shapes only: test clips generated (evaluation's real videos).
     data.long_range_prob = 0.0  # Share of training clips that are long-range windows (frame-conditioned models).
     data.long_range_span = 32  # Frames a training clip's num_frames are picked from when long_range_prob > 0.
+    data.long_range_null_prob = 0.0  # Share of long-range windows that know no frame (frame guidance's null branch).
 
     # ---------------------------------------------------------------- model (vdm_jax.models.ModelConfig)
     config.model = model = ml_collections.ConfigDict()

@@ -177,6 +177,32 @@ def test_long_range_windows_pick_far_known_frames_before_a_window():
     assert {1, 2, 3} <= far_counts  # the number of far frames varies
 
 
+def test_null_long_range_windows_keep_their_times_and_know_no_frame():
+    """`null_prob`: the same draws as without it (times, which clips are long-range windows), except that a share
+    null_prob of the long-range windows know no frame; consecutive clips are untouched."""
+    import tensorflow as tf
+
+    from vdm_jax.data.pipeline import long_range_window
+
+    t, span, draws, windows, nulls = 8, 20, 400, 0, 0
+    for i in range(draws):
+        seed = tf.constant([5, i], tf.int64)
+        base = {k: np.asarray(v) for k, v in long_range_window(t, span, 0.5, seed).items()}
+        w = {k: np.asarray(v) for k, v in long_range_window(t, span, 0.5, seed, null_prob=0.4).items()}
+        np.testing.assert_array_equal(w["times"], base["times"])
+        assert w["use_known_mask"] == base["use_known_mask"]
+        if not base["use_known_mask"]:
+            np.testing.assert_array_equal(w["known_mask"], 0)
+            continue
+        windows += 1
+        assert base["known_mask"].sum() >= 2  # without null_prob a window always knows its far and first frames
+        if w["known_mask"].any():
+            np.testing.assert_array_equal(w["known_mask"], base["known_mask"])
+        else:
+            nulls += 1
+    assert 0.3 < nulls / windows < 0.5, (nulls, windows)
+
+
 def test_long_range_batches_hold_the_clip_frames_at_their_times(tiny_shapes, tiny_shapes_videos):
     """With data.long_range_prob every training clip is frames start + times of one stored video, and its
     known_mask / use_known_mask / frame_times travel with it; evaluation clips stay consecutive from frame 0."""
@@ -192,6 +218,12 @@ def test_long_range_batches_hold_the_clip_frames_at_their_times(tiny_shapes, tin
         assert found, f"row {i}: no stored video holds these frames at times {times}"
         if not b["use_known_mask"][i]:
             np.testing.assert_array_equal(b["known_mask"][i], 0)
+    null = batches(iterator(dataclasses.replace(cfg, long_range_null_prob=0.5)), 1)[0]
+    for key in ("video", "frame_times", "use_known_mask"):  # the same clips at the same times ...
+        np.testing.assert_array_equal(null[key], b[key])
+    zeroed = null["use_known_mask"] & ~null["known_mask"].any(axis=1)  # ... some windows knowing no frame
+    assert 0 < zeroed.sum() < b["use_known_mask"].sum()
+    np.testing.assert_array_equal(null["known_mask"][~zeroed], b["known_mask"][~zeroed])
     ev = next(make_iterator(cfg, split="test", global_batch_size=16, mesh=make_mesh((1, 1, 1)), seed=0))
     np.testing.assert_array_equal(np.asarray(ev["frame_times"]), np.tile(np.arange(8), (16, 1)))
     assert not np.asarray(ev["use_known_mask"]).any()
@@ -199,3 +231,7 @@ def test_long_range_batches_hold_the_clip_frames_at_their_times(tiny_shapes, tin
         dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=8)
     with pytest.raises(ValueError, match="long_range_prob"):
         dataclasses.replace(tiny_shapes, long_range_prob=1.5)
+    with pytest.raises(ValueError, match="long_range_null_prob"):
+        dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=16, long_range_null_prob=1.0)
+    with pytest.raises(ValueError, match="set data.long_range_prob > 0"):
+        dataclasses.replace(tiny_shapes, long_range_null_prob=0.5)

@@ -71,6 +71,7 @@ class DataConfig:
     moving_shapes_test_size: int = 512
     long_range_prob: float = 0.0
     long_range_span: int = 32
+    long_range_null_prob: float = 0.0
 
     def __post_init__(self):
         if self.name not in DATASETS:
@@ -94,6 +95,16 @@ class DataConfig:
             raise ValueError(f"data.num_image_frames={self.num_image_frames} must be >= 0 (0 = video only)")
         if isinstance(self.long_range_prob, bool) or not 0.0 <= self.long_range_prob <= 1.0:
             raise ValueError(f"data.long_range_prob={self.long_range_prob!r} must be in [0, 1] (0 = off)")
+        if isinstance(self.long_range_null_prob, bool) or not 0.0 <= self.long_range_null_prob < 1.0:
+            raise ValueError(
+                f"data.long_range_null_prob={self.long_range_null_prob!r} must be in [0, 1): the share of long-range "
+                "windows that know no frame (0 = off; 1 would leave no window that teaches far-back context)"
+            )
+        if self.long_range_null_prob > 0 and self.long_range_prob == 0:
+            raise ValueError(
+                f"data.long_range_null_prob={self.long_range_null_prob} applies to long-range windows; set "
+                "data.long_range_prob > 0 too"
+            )
         if self.long_range_prob > 0 and self.long_range_span <= self.num_frames:
             raise ValueError(
                 f"data.long_range_span={self.long_range_span} must exceed data.num_frames={self.num_frames}: "

@@ -47,16 +47,20 @@ def _op_seed(base: int, index: tf.Tensor, salt: int) -> tf.Tensor:
 MAX_FAR_FRAMES = 3  # long-range windows: at most this many far-back known frames
 
 
-def long_range_window(num_frames: int, span: int, prob: float, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+def long_range_window(
+    num_frames: int, span: int, prob: float, seed: tf.Tensor, null_prob: float = 0.0
+) -> dict[str, tf.Tensor]:
     """Which `num_frames` frames of a `span`-frame clip one training example holds, and which of them are known.
 
     With probability `prob`, a long-range window: m ~ U{1 .. min(3, T - 2)} known frames drawn without replacement
     from anywhere before a window of T - m consecutive frames (start s ~ U{m .. span - T + m}), whose first
     o ~ U{1 .. T - m - 1} frames are known too. It is what autoregressive extension with memory
     (`vdm_jax.train.conditional.extend(memory=...)`) asks of the model: new frames given the last frames and a few from
-    far back. Otherwise T consecutive frames from a random start, whose known frames the train step draws as usual
-    (`vdm_jax.train.frame_masks`). Returns times int32 [T] (frame indices into the span, increasing), known_mask
-    float32 [T] and use_known_mask bool [] (True for a long-range window).
+    far back. With probability `null_prob` a long-range window knows no frame, so the unconditional branch of frame
+    guidance (`vdm_jax.diffusion.frame_guidance`) meets in training the far-apart times it is asked at sampling (the
+    window's times are drawn alike either way). Otherwise T consecutive frames from a random start, whose known
+    frames the train step draws as usual (`vdm_jax.train.frame_masks`). Returns times int32 [T] (frame indices into
+    the span, increasing), known_mask float32 [T] and use_known_mask bool [] (True for a long-range window).
     """
     t = num_frames
     s_coin, s_m, s_start, s_far, s_known, s_plain = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
@@ -70,6 +74,9 @@ def long_range_window(num_frames: int, span: int, prob: float, seed: tf.Tensor) 
     o = tf.random.stateless_uniform([], s_known, 1, w, tf.int32)
     times_far = tf.ensure_shape(tf.concat([far, start + tf.range(w)], 0), [t])
     known_far = tf.ensure_shape(tf.cast(tf.concat([tf.ones([m], tf.bool), tf.range(w) < o], 0), tf.float32), [t])
+    # Its own stream (folded in, not a seventh split), so the other draws stay those of a run without it.
+    null = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(seed, 6)) < null_prob
+    known_far = tf.where(null, tf.zeros([t]), known_far)
     plain = tf.random.stateless_uniform([], s_plain, 0, span - t + 1, tf.int32) + tf.range(t)
     return {
         "times": tf.where(coin, times_far, plain),
@@ -242,7 +249,9 @@ class DataIterator:
         if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
             if self.training:
                 window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
-                window = long_range_window(cfg.num_frames, clip_frames, cfg.long_range_prob, window_seed)
+                window = long_range_window(
+                    cfg.num_frames, clip_frames, cfg.long_range_prob, window_seed, cfg.long_range_null_prob
+                )
             else:
                 zeros = tf.zeros([cfg.num_frames])
                 window = {"times": tf.range(cfg.num_frames), "known_mask": zeros, "use_known_mask": tf.constant(False)}
