@@ -27,6 +27,7 @@ def config(*extra: str):
         (("model.frame_conditioning=False",), "frame-conditioned model"),
         (("train.context_pool=pool.npz",), "use one"),
         (("data.long_range_span=4",), "must exceed data.num_frames"),
+        (("data.long_range_null_prob=1.0",), "no window that teaches far-back context"),
     ],
 )
 def test_long_range_settings_that_cannot_work_are_refused(extra, message):
