@@ -22,7 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from configs.default import get_config  # noqa: E402
-from vdm_jax.models import ModelConfig, UNet3D  # noqa: E402
+from vdm_jax.models import ModelConfig, UNet3D, make_rngs  # noqa: E402
 
 UCF101_PAPER = dict(
     base_channels=256,
@@ -47,7 +47,7 @@ def configs() -> dict[str, tuple[ModelConfig, int, int]]:
 
 
 def count(cfg: ModelConfig, resolution: int) -> dict[str, int]:
-    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=make_rngs(0)))
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     total, temporal, conditioning = 0, 0, 0
     for path, var in flat:
@@ -60,7 +60,7 @@ def count(cfg: ModelConfig, resolution: int) -> dict[str, int]:
 
 def forward_gflops(cfg: ModelConfig, resolution: int, num_frames: int) -> float:
     """XLA's FLOP count of one forward pass on one video (batch 1), in GFLOPs."""
-    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=resolution, rngs=make_rngs(0)))
     graphdef, state = nnx.split(model)
     z = jax.ShapeDtypeStruct((1, num_frames, resolution, resolution, cfg.channels), jnp.float32)
     logsnr = jax.ShapeDtypeStruct((1,), jnp.float32)

@@ -5,7 +5,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec
 from unet_helpers import RES, tiny_config
 
-from vdm_jax.models import UNet3D
+from vdm_jax.models import UNet3D, make_rngs
 from vdm_jax.parallel import FSDP_RULES, make_mesh, state_shardings
 
 VOCABULARY = {None, "conv_in", "conv_out", "embed", "mlp", "heads", "kv", "vocab", "norm", "rel_pos"}
@@ -13,7 +13,7 @@ VOCABULARY = {None, "conv_in", "conv_out", "embed", "mlp", "heads", "kv", "vocab
 
 def test_every_parameter_has_logical_names_of_its_rank():
     cfg = tiny_config(num_classes=4, text_conditioning="builtin", frame_conditioning=True)
-    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=make_rngs(0)))
     state = nnx.state(model, nnx.Param)
     specs = nnx.get_partition_spec(state)
     pairs = jax.tree.leaves(

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from vdm_jax.models import ModelConfig, UNet3D
+from vdm_jax.models import ModelConfig, UNet3D, make_rngs
 
 RES = 16
 
@@ -49,7 +49,7 @@ def _random_value(path: tuple, shape: tuple[int, ...], rng: np.random.Generator)
 
 def build(cfg: ModelConfig, seed: int = 0) -> UNet3D:
     """A UNet3D with random parameters, built without running any initialiser (abstract init, then numpy values)."""
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0))))
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=make_rngs(0))))
     rng = np.random.default_rng(seed)
     values = jax.tree.map_with_path(lambda p, x: jnp.asarray(_random_value(p, x.shape, rng)), state)
     return nnx.merge(graphdef, values)

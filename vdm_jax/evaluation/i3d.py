@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vdm_jax.models.rng import make_rngs
+
 NUM_CLASSES = 400
 MIN_FRAMES = 9
 INPUT_SIZE = 224
@@ -222,7 +224,7 @@ def _checkpoint_key(path: tuple) -> str:
 def pretrained_i3d() -> I3D:
     """The I3D module with every pretrained array in place; each array is used exactly once, shapes checked."""
     params = load_i3d_params()
-    model = nnx.eval_shape(lambda: I3D(rngs=nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: I3D(rngs=make_rngs(0)))
     graphdef, state = nnx.split(model)
     flat = state.flat_state()
     used: set[str] = set()

@@ -30,6 +30,7 @@ from vdm_jax.models.attention import CrossAttention, SpatialAttention, TemporalA
 from vdm_jax.models.conditioning import Cond, ConditionEmbedding, check_conditioning
 from vdm_jax.models.config import ModelConfig
 from vdm_jax.models.layers import VIDEO_AXES, Downsample, ResBlock, Upsample, conv, frames, group_norm, videos
+from vdm_jax.models.rng import make_rngs
 from vdm_jax.parallel import constrain
 
 
@@ -192,7 +193,7 @@ class UNet3D(nnx.Module):
         if not train:
             rngs = None
         elif isinstance(rngs, jax.Array):
-            rngs = nnx.Rngs(dropout=rngs)
+            rngs = make_rngs(dropout=rngs)
         if train and cfg.dropout > 0 and rngs is None:
             raise ValueError(
                 "UNet3D(train=True) with dropout > 0 needs rngs= (an nnx.Rngs with a 'dropout' stream, or a key)"

@@ -8,10 +8,9 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vdm_jax.models import UNet3D
+from vdm_jax.models import UNet3D, make_rngs
 from vdm_jax.parallel import use_mesh
 from vdm_jax.train.sharding import train_state_shardings, with_shardings
 from vdm_jax.train.state import init_state, learning_rate_schedule, make_optimizer
@@ -20,14 +19,21 @@ from vdm_jax.train.step import make_train_step
 
 def new_model(cfg) -> UNet3D:
     """The configured U-Net with freshly initialised parameters (seeded by `config.seed`)."""
-    return UNet3D(cfg.model, resolution=cfg.data.resolution, rngs=nnx.Rngs(cfg.seed))
+    return UNet3D(cfg.model, resolution=cfg.data.resolution, rngs=make_rngs(cfg.seed))
 
 
 def build_abstract(cfg, tx):
-    """(graphdef, abstract TrainState) of an ExperimentConfig, without allocating any parameter."""
-    graphdef = nnx.split(nnx.eval_shape(lambda: new_model(cfg)), nnx.Param, ...)[0]
-    abstract = jax.eval_shape(lambda: init_state(new_model(cfg), tx)[1])
-    return graphdef, abstract
+    """(graphdef, abstract TrainState) of an ExperimentConfig, without allocating any parameter: one trace of the
+    model's initialisation (the graphdef, static structure only, is taken from inside it)."""
+    graphdefs = []
+
+    def init():
+        graphdef, state = init_state(new_model(cfg), tx)
+        graphdefs.append(graphdef)
+        return state
+
+    abstract = jax.eval_shape(init)
+    return graphdefs[0], abstract
 
 
 def abstract_batch(cfg, batch_size: int, mesh: Mesh) -> dict[str, jax.ShapeDtypeStruct]:

@@ -17,7 +17,7 @@ from clu import metrics as clu_metrics
 from flax import nnx
 
 from vdm_jax.diffusion import diffusion_loss
-from vdm_jax.models import drop_conditioning
+from vdm_jax.models import drop_conditioning, make_rngs
 from vdm_jax.train.frame_masks import noise_known_frames, random_known_frames
 from vdm_jax.train.state import TrainState, ema_update
 
@@ -79,7 +79,7 @@ def make_train_step(
                 segment_ids=segment_ids,
                 frame_times=batch.get("frame_times"),
                 train=True,
-                rngs=nnx.Rngs(dropout=dropout_rng),
+                rngs=make_rngs(dropout=dropout_rng),
             )
 
         loss_mask = None
