@@ -11,10 +11,15 @@ from tests.train import runs
 
 
 def test_ucf101_full_width_compiles_with_fsdp_on_eight_devices():
+    env = runs.env(devices=8)
+    # The program is compiled, never run: XLA's CPU code generation need not optimise it. Partitioning, buffer
+    # assignment and the cost analysis run as before: the same memory and FLOP figures, in 89 s instead of 131 s
+    # (alone on a 2-core CPU).
+    env["XLA_FLAGS"] += " --xla_backend_optimization_level=0"
     out = subprocess.run(
         [sys.executable, "benchmarks/compile_check.py", "--configs=ucf101", "--batch_size=8"],
         cwd=runs.ROOT,
-        env=runs.env(devices=8),
+        env=env,
         capture_output=True,
         text=True,
         timeout=1500,

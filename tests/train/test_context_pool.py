@@ -124,9 +124,10 @@ def test_train_step_conditions_pool_rows_on_their_own_frames(monkeypatch):
     given[4:, :3] = 1.0  # 3 known frames: a mask the random draw gives with probability 1/9 per row.
     use = np.arange(8) >= 4
 
-    def masks(batch):
+    @jax.jit
+    def masks(batch):  # The spy's values are tracers of this jit (they do not depend on the parameters): return them.
         fn(state, batch, jax.random.key(2))
-        return np.asarray(seen["cond"]["known_mask"]), np.asarray(seen["cond"]["known_frames"]), seen["loss_mask"]
+        return seen["cond"]["known_mask"], seen["cond"]["known_frames"], seen["loss_mask"]
 
     random_mask, _, _ = masks({"video": video})
     mask, known, loss_mask = masks({"video": video, "known_mask": given, "use_known_mask": use})

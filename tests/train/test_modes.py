@@ -10,6 +10,9 @@ import pytest
 
 from tests.train import runs
 
+# One worker runs the module: its fixtures train models once (one main.py launch each, a minute on 2 busy cores).
+pytestmark = pytest.mark.xdist_group("modes")
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, moving_shapes_dir):
