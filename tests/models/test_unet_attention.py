@@ -6,7 +6,7 @@ import numpy as np
 from flax import nnx
 from unet_helpers import RES, apply, build, tiny_config
 
-from vdm_jax.models import UNet3D
+from vdm_jax.models import UNet3D, make_rngs
 from vdm_jax.models.attention import (
     MAX_REL_DISTANCE,
     NUM_REL_BUCKETS,
@@ -124,7 +124,7 @@ def test_linear_spatial_attention_is_per_frame_and_shares_parameters():
 
 def test_unet_linear_spatial_attention_outside_the_middle_only():
     cfg = tiny_config(spatial_attention="linear", attn_resolutions=(16, 8))
-    model = UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=make_rngs(0)))  # structure only
     kinds = {path: m.linear for path, m in nnx.iter_graph(model) if isinstance(m, SpatialAttention)}
     middle = [p for p in kinds if p[0] == "mid1"]
     assert middle and not any(kinds[p] for p in middle)

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 from unet_helpers import RES, apply, build, tiny_config, video
 
-from vdm_jax.models import UNet3D, load_matching_params
+from vdm_jax.models import UNet3D, load_matching_params, make_rngs
 
 ATOL = 1e-5
 
@@ -127,5 +127,5 @@ def test_temporal_only_level_adds_frame_mixing_and_nothing_else():
 
 def test_temporal_attention_off_drops_temporal_only_levels():
     cfg = tiny_config(temporal_attention=False, temporal_attn_resolutions=(16,))
-    model = UNet3D(cfg, resolution=RES, rngs=nnx.Rngs(0))
+    model = nnx.eval_shape(lambda: UNet3D(cfg, resolution=RES, rngs=make_rngs(0)))  # structure only
     assert model.down[0].attn is None and model.down[2].attn.temporal is None

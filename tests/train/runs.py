@@ -75,3 +75,29 @@ def start(workdir, *overrides: str, data_dir: str, devices: int = 1, **kw) -> su
         text=True,
         **kw,
     )
+
+
+def write_checkpoint(workdir, *overrides: str, step: int = 1, seed: int = 0) -> None:
+    """`<workdir>/checkpoints/<step>` as a run of main.py with these `--config.` flags writes it (the same
+    Checkpointer, train state and config), with random parameters that differ from the model's initialisation, and
+    EMA parameters equal to them (as at a run's start, so that a step of training leaves both where they were). For
+    tests that need some run's weights, not its training: a launch costs
+    about a minute on two busy cores, this a few seconds."""
+    import jax
+    import numpy as np
+
+    from vdm_jax import configuration
+    from vdm_jax.train.checkpoint import Checkpointer
+    from vdm_jax.train.compile import new_model
+    from vdm_jax.train.state import init_state, make_optimizer
+
+    flags = [o.removeprefix("--config.") for o in overrides]
+    cfg = configuration.from_config_dict(configuration.load_config_file(str(ROOT / "configs/default.py"), flags))
+    tx = make_optimizer(cfg.train)
+    state = jax.jit(lambda: init_state(new_model(cfg), tx)[1])()
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda p: p + rng.normal(0.0, 0.01, p.shape).astype(p.dtype), state.params)
+    state = state.replace(step=np.int32(step), params=params, ema_params=params)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
+    ckpt.save(step, state, config_json=cfg.to_json(), data_state=None, force=True)
+    ckpt.close()

@@ -1,5 +1,5 @@
 """Compiling the train step: the UCF-101 paper config at full width (1.17B parameters) on 8 simulated devices with
-FSDP, and the step's FLOP count on any mesh."""
+FSDP (slow: `pytest -m slow`, or `python benchmarks/compile_check.py`), and the step's FLOP count on any mesh."""
 
 import json
 import subprocess
@@ -10,6 +10,9 @@ import pytest
 from tests.train import runs
 
 
+# One XLA compile of the whole paper-size step: 1.5 min alone, 4-5 min beside the other CI worker, the suite's
+# longest test; the sharding it relies on is tested at tiny width in CI (tests/parallel, tests/models).
+@pytest.mark.slow
 def test_ucf101_full_width_compiles_with_fsdp_on_eight_devices():
     env = runs.env(devices=8)
     # The program is compiled, never run: XLA's CPU code generation need not optimise it. Partitioning, buffer

@@ -187,15 +187,7 @@ def test_init_from_image_model_into_video_model(tmp_path, moving_shapes_dir):
     """An image model (no temporal layers) starts a video model with identity-initialised temporal layers: every
     image parameter is loaded, only the temporal ones are reported missing, and the loaded values arrive."""
     image = tmp_path / "image"
-    ok(
-        runs.run(
-            image,
-            *runs.TINY,
-            "--config.train.num_steps=1",
-            "--config.model.temporal_attention=false",
-            data_dir=moving_shapes_dir,
-        )
-    )
+    runs.write_checkpoint(image, *runs.TINY, "--config.model.temporal_attention=False")
     video = tmp_path / "video"
     out = runs.run(
         video,
@@ -221,7 +213,7 @@ def test_init_from_unconditional_model_into_frame_conditioned_model(tmp_path, mo
     """`init_from` an unconditional run into a frame-conditioned model: the input kernel is zero-extended (the
     source fills the z channels, the known-frame and mask channels start at zero) and everything else is loaded."""
     uncond = tmp_path / "uncond"
-    ok(runs.run(uncond, *runs.TINY, "--config.train.num_steps=1", data_dir=moving_shapes_dir))
+    runs.write_checkpoint(uncond, *runs.TINY)
     fc = tmp_path / "fc"
     out = runs.run(
         fc,
