@@ -50,8 +50,9 @@ def measure(name: str, repeats: int) -> dict:
         for k, fn in runs.items():
             times[k].append(_seconds(fn))
     med = {k: statistics.median(v) for k, v in times.items()}
-    abstract = statistics.median(_seconds(lambda: build_abstract(cfg, tx)) for _ in range(repeats))
-    num_params = sum(x.size for x in jax.tree.leaves(build_abstract(cfg, tx)[1].params))
+    built = []
+    abstract = statistics.median(_seconds(lambda: built.append(build_abstract(cfg, tx))) for _ in range(repeats))
+    num_params = sum(x.size for x in jax.tree.leaves(built[-1][1].params))
     return {
         "config": name,
         "num_params": int(num_params),

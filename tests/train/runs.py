@@ -81,8 +81,8 @@ def write_checkpoint(workdir, *overrides: str, step: int = 1, seed: int = 0) -> 
     """`<workdir>/checkpoints/<step>` as a run of main.py with these `--config.` flags writes it (the same
     Checkpointer, train state and config), with random parameters that differ from the model's initialisation, and
     EMA parameters equal to them (as at a run's start, so that a step of training leaves both where they were). For
-    tests that need some run's weights, not its training: a launch costs
-    about a minute on two busy cores, this a few seconds."""
+    tests that need some run's weights, not its training: a launch costs about a minute on two busy cores, this a
+    few seconds."""
     import jax
     import numpy as np
 

@@ -24,7 +24,9 @@ class TraceFriendlyStream(nnx.RngStream):
         return key
 
 
-def make_rngs(default: int | jax.Array | None = None, **streams: int | jax.Array) -> nnx.Rngs:
+def make_rngs(
+    default: int | jax.Array | nnx.RngStream | None = None, **streams: int | jax.Array | nnx.RngStream
+) -> nnx.Rngs:
     """`nnx.Rngs(default, **streams)` with `TraceFriendlyStream`s: the same keys, traced in linear time."""
     rngs = nnx.Rngs()
     if default is not None:
