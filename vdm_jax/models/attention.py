@@ -150,6 +150,12 @@ class TemporalAttention(nnx.Module):
         # gradients in the backward pass) cost 15% of a 16x32x32 train step on a CPU. Then one matmul per projection.
         xt = jnp.transpose(xn, (0, 2, 3, 1, 4)).reshape((b * h * w, t, c))
         w_qkv = self.qkv[...].astype(self.dtype)
+        if t == 1:
+            # One key: its softmax weight is 1 whatever q, k and the bias are, so the block returns x + out(v). This
+            # is exactly what an appended image frame gets in joint training (it attends only to itself), so a
+            # jointly trained model computes the same function on an image at T = 1 as inside a video batch.
+            o = jnp.einsum("ntc,chd->nthd", xt, w_qkv[2])
+            return self._project(x, o, (b, h, w, t))
         q, k, v = (jnp.einsum("ntc,chd->nthd", xt, w_qkv[i]) for i in range(3))
         mask = None
         if segment_ids is not None:
@@ -158,8 +164,11 @@ class TemporalAttention(nnx.Module):
         bias = self.position_bias(t, frame_times)
         if frame_times is not None:  # [B, heads, T, T] -> one per sequence, [B*H*W, heads, T, T]
             bias = jnp.broadcast_to(bias[:, None], (b, h * w, *bias.shape[1:])).reshape((b * h * w, *bias.shape[1:]))
-        o = attend(q, k, v, bias=bias, mask=mask, impl=self.impl)
-        o = o.reshape((b, h, w, t, self.heads, -1))
+        return self._project(x, attend(q, k, v, bias=bias, mask=mask, impl=self.impl), (b, h, w, t))
+
+    def _project(self, x: jax.Array, o: jax.Array, bhwt: tuple[int, int, int, int]) -> jax.Array:
+        """The residual output ``x + o W_out + b_out`` of the heads ``o: [B*H*W, T, heads, d]``."""
+        o = o.reshape((*bhwt, self.heads, -1))
         o = jnp.einsum("byxtnd,ndc->btyxc", o, self.out_kernel[...].astype(self.dtype))
         return x + (o + self.out_bias[...].astype(self.dtype)).astype(x.dtype)
 

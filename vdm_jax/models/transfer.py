@@ -1,9 +1,9 @@
 """Loading the parameters of one model into another where paths and shapes agree (image -> video initialisation).
 
 VDM §3.1 trains video models jointly with images; a common start is an image model's weights. An image U-Net
-(``temporal_attention=False``, or the same network run at T = 1) has every parameter of the video U-Net except the
-temporal attention blocks, at the same paths, so copying the matching entries and leaving the rest at their
-initialisation (zero output projections with ``temporal_identity_init``) reproduces the image model exactly.
+(``temporal_attention=False``) has every parameter of the video U-Net except the temporal attention blocks, at the
+same paths, so copying the matching entries and leaving the rest at their initialisation (zero output projections
+with ``temporal_identity_init``) reproduces the image model exactly.
 
 The same idea turns an unconditional video model into a frame-conditioned one (``frame_conditioning``: known frames
 and their mask are concatenated after z at the input). Its first convolution takes 2C + 1 input channels instead of

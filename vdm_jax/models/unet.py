@@ -4,11 +4,12 @@ Layout (following the 2-D U-Net of Ho et al. 2020 with the VDM changes):
 ``conv_in -> [ResBlock (+ attention)] x num_res_blocks per level, Downsample between levels -> middle
 (ResBlock, attention, ResBlock) -> mirrored up path with num_res_blocks + 1 blocks per level fed by skip connections,
 Upsample between levels -> GroupNorm, SiLU, conv_out``. Convolutions are 1x3x3 (space only); each attention block is
-spatial self-attention, optional text cross-attention, then temporal self-attention across frames (skipped for T = 1
-or ``temporal_attention=False``). Levels in ``temporal_attn_resolutions`` but not in ``attn_resolutions`` carry
-temporal attention alone (cheap: it mixes only T frames per pixel). ``spatial_attention="linear"`` makes the spatial
-attention outside the middle block linear in H*W. Noise-level and conditioning enter every ResBlock by FiLM. The
-network is given a log-SNR and returns a tensor shaped like ``z``; what it predicts (eps, v, x) is the diffusion
+spatial self-attention, optional text cross-attention, then temporal self-attention across frames (absent with
+``temporal_attention=False``; at T = 1 a frame attends only to itself, as an image frame appended to a video does in
+joint training, so no attention is computed). Levels in ``temporal_attn_resolutions`` but not in ``attn_resolutions``
+carry temporal attention alone (cheap: it mixes only T frames per pixel). ``spatial_attention="linear"`` makes the
+spatial attention outside the middle block linear in H*W. Noise-level and conditioning enter every ResBlock by FiLM.
+The network is given a log-SNR and returns a tensor shaped like ``z``; what it predicts (eps, v, x) is the diffusion
 code's business.
 
 Logical axis names (mapped to mesh axes by ``config.parallel.rules``, see ``vdm_jax.parallel``):
@@ -69,12 +70,12 @@ class AttentionBlock(nnx.Module):
             else None
         )
 
-    def __call__(self, x, context, context_mask, segment_ids, frame_times, run_temporal: bool) -> jax.Array:
+    def __call__(self, x, context, context_mask, segment_ids, frame_times) -> jax.Array:
         if self.spatial is not None:
             x = self.spatial(x)
         if self.cross is not None:
             x = self.cross(x, context, context_mask)
-        if self.temporal is not None and run_temporal:
+        if self.temporal is not None:
             x = self.temporal(x, segment_ids, frame_times)
         return constrain(x, VIDEO_AXES)
 
@@ -103,10 +104,10 @@ class Stage(nnx.Module):
             else None
         )
 
-    def __call__(self, x, emb, context, context_mask, segment_ids, frame_times, rngs, train: bool, run_temporal: bool):
+    def __call__(self, x, emb, context, context_mask, segment_ids, frame_times, rngs, train: bool):
         x = self.res(x, emb, train=train, rngs=rngs)
         if self.attn is not None:
-            x = self.attn(x, context, context_mask, segment_ids, frame_times, run_temporal)
+            x = self.attn(x, context, context_mask, segment_ids, frame_times)
         return x
 
 
@@ -153,11 +154,11 @@ class UNet3D(nnx.Module):
         self.norm_out = group_norm(ch, rngs=rngs)
         self.conv_out = conv(ch, cfg.channels, zero=True, dtype=dtype, rngs=rngs)
 
-    def _stage(self, stage: Stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal):
+    def _stage(self, stage: Stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train):
         if self.cfg.remat_policy == "none":
-            return stage(x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
-        fn = nnx.remat(Stage.__call__, policy=self.cfg.remat, static_argnums=(8, 9))
-        return fn(stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
+            return stage(x, emb, context, context_mask, segment_ids, frame_times, rngs, train)
+        fn = nnx.remat(Stage.__call__, policy=self.cfg.remat, static_argnums=(8,))
+        return fn(stage, x, emb, context, context_mask, segment_ids, frame_times, rngs, train)
 
     def __call__(
         self,
@@ -189,7 +190,7 @@ class UNet3D(nnx.Module):
         cfg = self.cfg
         self._check_inputs(z, logsnr, segment_ids, frame_times)
         cond = check_conditioning(cond, cfg)
-        b, t = z.shape[:2]
+        b = z.shape[0]
         if not train:
             rngs = None
         elif isinstance(rngs, jax.Array):
@@ -198,7 +199,6 @@ class UNet3D(nnx.Module):
             raise ValueError(
                 "UNet3D(train=True) with dropout > 0 needs rngs= (an nnx.Rngs with a 'dropout' stream, or a key)"
             )
-        run_temporal = cfg.temporal_attention and t > 1
 
         emb, context, context_mask = self.cond_embed(logsnr, cond)
         emb = jax.nn.silu(emb).astype(cfg.compute_dtype)
@@ -210,7 +210,7 @@ class UNet3D(nnx.Module):
         x = constrain(x.astype(cfg.compute_dtype), VIDEO_AXES)
 
         h = videos(self.conv_in(frames(x)), b)
-        args = (emb, context, context_mask, segment_ids, frame_times, rngs, train, run_temporal)
+        args = (emb, context, context_mask, segment_ids, frame_times, rngs, train)
         hs = [h]
         for module in self.down:
             h = module(h) if isinstance(module, Downsample) else self._stage(module, h, *args)
