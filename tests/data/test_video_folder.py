@@ -68,15 +68,53 @@ def test_frames_read_back_match_what_was_written(folder):
     assert ex["caption"] == b"blocks sliding" and ex["label"] == 0
 
 
+def _stored_clips(cfg) -> list[np.ndarray]:
+    return [ex["video"] for ex in get_builder(cfg).as_dataset(split="train").as_numpy_iterator()]
+
+
 def test_pipeline_over_a_folder(folder):
-    cfg, _, _ = folder
+    """The stored clips hold every frame_stride-th frame already: the pipeline and the reference videos give them
+    as they are, not strided a second time."""
+    cfg, _, blocks = folder
     it = make_iterator(cfg, split="train", global_batch_size=3, mesh=make_mesh((1, 1, 1)), seed=0)
     b = {k: np.asarray(v) for k, v in next(it).items()}
     assert b["video"].shape == (3, 4, 32, 32, 3) and sorted(b["label"].tolist()) == [0, 1, 1]
+    stored = {v.tobytes() for v in _stored_clips(cfg)}
+    assert {v.tobytes() for v in to_uint8(b["video"])} == stored
     ref = load_examples(cfg, "train")
-    stored = {v.tobytes() for v in ref["video"]}
-    assert all(v.tobytes() in stored for v in to_uint8(b["video"]))
+    assert {v.tobytes() for v in ref["video"]} == stored
+    assert any(np.array_equal(v, blocks[0:8:2]) for v in ref["video"])  # source frames 0, 2, 4, 6
     assert b["text_tokens"].shape == (3, cfg.text_max_length)
+
+
+def test_long_range_windows_over_a_folder(tmp_path):
+    """With long-range windows on, the folder's clips hold long_range_span frames and every training video is the
+    frames of one stored clip at its frame_times."""
+    (tmp_path / "v").mkdir()
+    frames = block_frames(40, 32, seed=3)  # 20 frames at stride 2: two clips of 8
+    write_gif(str(tmp_path / "v" / "a.gif"), frames)
+    cfg = DataConfig(
+        name="video_folder",
+        video_dir=str(tmp_path / "v"),
+        data_dir=str(tmp_path / "tfds"),
+        num_frames=4,
+        frame_stride=2,
+        resolution=32,
+        long_range_prob=0.5,
+        long_range_span=8,
+    )
+    prepare(cfg)
+    clips = _stored_clips(cfg)
+    assert sorted(c.shape[0] for c in clips) == [8, 8]
+    assert any(np.array_equal(c, frames[0:16:2]) for c in clips)
+    it = make_iterator(cfg, split="train", global_batch_size=2, mesh=make_mesh((1, 1, 1)), seed=0)
+    long_range = 0
+    for _ in range(8):
+        b = {k: np.asarray(v) for k, v in next(it).items()}
+        for video, times in zip(to_uint8(b["video"]), b["frame_times"], strict=True):
+            assert any(np.array_equal(video, c[times]) for c in clips), times
+        long_range += int(b["use_known_mask"].sum())
+    assert long_range > 0
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

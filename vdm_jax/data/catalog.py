@@ -29,7 +29,9 @@ MOVING_SHAPES_MIN_FRAMES = 16
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
-    """Everything the pipeline needs to read one dataset. `splits` maps 'train'/'test' to TFDS split strings."""
+    """Everything the pipeline needs to read one dataset. `splits` maps 'train'/'test' to TFDS split strings;
+    `frame_stride` is the step between the stored frames a clip takes: data.frame_stride, or 1 where the builder
+    stored every frame_stride-th source frame already (video_folder)."""
 
     builder: tfds.core.DatasetBuilder
     frames_key: str
@@ -38,6 +40,7 @@ class DatasetSpec:
     channels: int
     num_classes: int
     splits: dict[str, str]
+    frame_stride: int
 
     def tfds_split(self, split: str) -> str:
         if split not in self.splits:
@@ -58,11 +61,14 @@ def _data_dir(cfg: DataConfig) -> str | None:
     return os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
 
 
+def clip_frames(cfg: DataConfig) -> int:
+    """Frames a training clip is cut from: num_frames, or long_range_span when long-range windows are on."""
+    return cfg.long_range_span if cfg.long_range_prob > 0 else cfg.num_frames
+
+
 def moving_shapes_frames(cfg: DataConfig) -> int:
-    """Frames stored per moving_shapes example: enough for one clip of num_frames (long_range_span when long-range
-    windows are on) at frame_stride, and at least 16."""
-    clip = cfg.long_range_span if cfg.long_range_prob > 0 else cfg.num_frames
-    return max(MOVING_SHAPES_MIN_FRAMES, (clip - 1) * cfg.frame_stride + 1)
+    """Frames stored per moving_shapes example: enough for one clip (`clip_frames`) at frame_stride, at least 16."""
+    return max(MOVING_SHAPES_MIN_FRAMES, (clip_frames(cfg) - 1) * cfg.frame_stride + 1)
 
 
 def get_builder(cfg: DataConfig) -> tfds.core.DatasetBuilder:
@@ -77,7 +83,7 @@ def get_builder(cfg: DataConfig) -> tfds.core.DatasetBuilder:
         return moving_shapes.MovingShapes(config=config, data_dir=data_dir)
     if cfg.name == "video_folder":
         config = video_folder.make_config(
-            cfg.video_dir, cfg.num_frames, cfg.frame_stride, cfg.resolution, captions_file=cfg.captions_file
+            cfg.video_dir, clip_frames(cfg), cfg.frame_stride, cfg.resolution, captions_file=cfg.captions_file
         )
         return video_folder.VideoFolder(config=config, data_dir=data_dir)
     return tfds.builder(CATALOG[cfg.name].tfds_name, data_dir=data_dir)
@@ -147,4 +153,5 @@ def dataset_spec(cfg: DataConfig, *, require_prepared: bool = True) -> DatasetSp
         splits = {"train": "train", "test": "test" if cfg.name == "moving_shapes" else "train"}
     caption_key = "caption" if "caption" in features else None
     num_classes = features[label_key].num_classes if label_key else 0
-    return DatasetSpec(builder, frames_key, label_key, caption_key, channels, num_classes, splits)
+    stride = 1 if cfg.name == "video_folder" else cfg.frame_stride
+    return DatasetSpec(builder, frames_key, label_key, caption_key, channels, num_classes, splits, stride)

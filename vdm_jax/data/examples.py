@@ -38,7 +38,7 @@ def load_examples(cfg: DataConfig, split: str = "test", num: int | None = None) 
 
     def clip(example):
         encoded = example[spec.frames_key]
-        idx = clip_indices(tf.shape(encoded)[0], cfg.num_frames, cfg.frame_stride, tf.constant(0, tf.int32))
+        idx = clip_indices(tf.shape(encoded)[0], cfg.num_frames, spec.frame_stride, tf.constant(0, tf.int32))
         frames = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
         out = {"video": tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8)}
         if spec.label_key:

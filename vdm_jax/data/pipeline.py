@@ -238,14 +238,14 @@ class DataIterator:
         length = tf.shape(encoded)[0]
         long_range = cfg.long_range_prob > 0
         clip_frames = cfg.long_range_span if long_range else cfg.num_frames
-        span = (clip_frames - 1) * cfg.frame_stride + 1
+        span = (clip_frames - 1) * spec.frame_stride + 1
         if self.training:
             start = tf.random.stateless_uniform(
                 [], _op_seed(seed, index, 0), 0, tf.maximum(length - span, 0) + 1, tf.int32
             )
         else:
             start = tf.constant(0, tf.int32)
-        idx = clip_indices(length, clip_frames, cfg.frame_stride, start)
+        idx = clip_indices(length, clip_frames, spec.frame_stride, start)
         if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
             if self.training:
                 window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
