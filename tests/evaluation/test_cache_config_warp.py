@@ -16,6 +16,8 @@ def test_real_stats_are_cached_per_key_and_sample_count(tmp_path):
     key = RealStatsKey("moving_shapes", "test", 32, 16)
     mu, cov = real_stats(key, tmp_path, lambda: features, num_samples=20)
     assert (tmp_path / "moving_shapes-test-32px-16f.npz").is_file()
+    named = RealStatsKey("moving_shapes", "test", 32, 16, frame_stride=2, num_samples=20, source="b/1.0.0")
+    assert named.filename().startswith("moving_shapes-test-32px-16f-s2-20clips-")
     np.testing.assert_allclose(mu, features.mean(0))
 
     def must_not_run():
@@ -30,6 +32,53 @@ def test_real_stats_are_cached_per_key_and_sample_count(tmp_path):
         real_stats(RealStatsKey("ucf101", "train", 64, 16), tmp_path)
     assert resolve_cache_dir("", "/data").as_posix() == "/data/fvd_stats"
     assert resolve_cache_dir("/x/y", "/data").as_posix() == "/x/y"
+
+
+def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(tmp_path, monkeypatch):
+    """`evaluate_videos` caches the real side per dataset as stored, frame stride and clip count; a file from
+    another protocol version is recomputed, not an error. I3D is replaced by per-clip mean colours (cheap)."""
+    from vdm_jax import configuration
+    from vdm_jax.data import prepare
+    from vdm_jax.evaluation import entry, fvd, metrics
+
+    config = get_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.moving_shapes_train_size, config.data.moving_shapes_test_size = 8, 12
+    config.eval.metrics, config.eval.num_samples = ("fvd",), 10
+    cfg = configuration.from_config_dict(config)
+    prepare(cfg.data)
+    calls = []
+
+    def features(v, **_):
+        calls.append(len(v))
+        v = np.asarray(v, np.float64)
+        return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
+
+    monkeypatch.setattr(metrics, "i3d_features", features)
+    samples = np.zeros((4, 8, 16, 16, 3), np.float32)
+    key = entry.real_stats_key(cfg)
+    assert key.num_samples == 10 and key.frame_stride == 1 and "moving_shapes" in key.source
+    first = entry.evaluate_videos(cfg, samples)["fvd"]
+    assert calls == [10, 4]  # the real clips, then the samples
+    assert entry.evaluate_videos(cfg, samples)["fvd"] == first and calls[2:] == [4]  # cached
+
+    def with_changes(**changes):
+        c = get_config()
+        c.data.data_dir, c.eval.metrics, c.eval.num_samples = config.data.data_dir, ("fvd",), 10
+        c.data.moving_shapes_train_size, c.data.moving_shapes_test_size = 8, 12
+        for k, v in changes.items():
+            group, name = k.split("__")
+            setattr(getattr(c, group), name, v)
+        return configuration.from_config_dict(c)
+
+    others = [with_changes(data__frame_stride=2), with_changes(eval__num_samples=20), with_changes(data__resolution=8)]
+    names = {entry.real_stats_key(c).filename() for c in [cfg, *others]}
+    assert len(names) == 4
+    # A file from another feature protocol: recomputed and rewritten.
+    monkeypatch.setattr(fvd, "STATS_FORMAT", "another-protocol")
+    del calls[:]
+    assert entry.evaluate_videos(cfg, samples)["fvd"] == pytest.approx(first)
+    assert calls == [10, 4]
 
 
 def test_eval_config_is_the_config_block():

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from vdm_jax.evaluation.fvd import RealStatsKey
+from vdm_jax.evaluation.fvd import RealStatsKey, cached_real_stats, resolve_cache_dir
 from vdm_jax.evaluation.metrics import compute_metrics
 
 REAL_SPLIT = "test"
@@ -27,13 +27,15 @@ def evaluate_videos(cfg, videos: np.ndarray, *, mesh=None, progress: bool = Fals
     """The configured metrics of sampled `videos` [N, T, H, W, C] in [-1, 1]; FVD compares with the test split."""
     real_videos, key = None, None
     if "fvd" in cfg.eval.metrics:
-        from vdm_jax import data as vdm_data
+        key = real_stats_key(cfg)
+        cached = cached_real_stats(key, resolve_cache_dir(cfg.eval.cache_dir, cfg.data.data_dir)) is not None
+        if jax.process_count() > 1:  # process 0's answer for all: the hosts must run the same sharded I3D calls
+            from jax.experimental import multihost_utils
 
-        key = RealStatsKey(cfg.data.name, REAL_SPLIT, cfg.data.resolution, cfg.data.num_frames)
-        from vdm_jax.evaluation.fvd import resolve_cache_dir
-
-        cached = (resolve_cache_dir(cfg.eval.cache_dir, cfg.data.data_dir) / key.filename()).exists()
+            cached = bool(multihost_utils.broadcast_one_to_all(np.int32(cached)))
         if not cached:  # Real statistics are computed once from the first num_samples test clips, then cached.
+            from vdm_jax import data as vdm_data
+
             real_videos = vdm_data.load_examples(cfg.data, split=REAL_SPLIT, num=cfg.eval.num_samples)["video"]
     return compute_metrics(
         videos,
@@ -43,6 +45,23 @@ def evaluate_videos(cfg, videos: np.ndarray, *, mesh=None, progress: bool = Fals
         mesh=mesh,
         data_dir=cfg.data.data_dir,
         progress=progress,
+    )
+
+
+def real_stats_key(cfg) -> RealStatsKey:
+    """The cache key of the real clips FVD compares with: the first eval.num_samples test clips of this dataset as
+    stored (its TFDS builder's full name), at the configured frames, stride and size. Reading the key needs no
+    prepared dataset, so cached statistics serve where the data is absent."""
+    from vdm_jax.data.catalog import get_builder
+
+    return RealStatsKey(
+        cfg.data.name,
+        REAL_SPLIT,
+        cfg.data.resolution,
+        cfg.data.num_frames,
+        frame_stride=cfg.data.frame_stride,
+        num_samples=cfg.eval.num_samples,
+        source=get_builder(cfg.data).info.full_name,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
 import pathlib
 import re
@@ -197,16 +198,28 @@ def fvd_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class RealStatsKey:
-    """What real-data FVD statistics depend on: the dataset, its split, the frame size and the clip length."""
+    """What real-data FVD statistics depend on: the dataset, its split, the frame size, the clip length, and where
+    set, the frame stride, the number of clips and ``source``, the identity of the stored data (its TFDS builder's
+    full name: it names moving_shapes' split sizes and a video folder's listing hash)."""
 
     dataset: str
     split: str
     resolution: int
     num_frames: int
+    frame_stride: int = 1
+    num_samples: int = 0  # 0: any count (the file records its own)
+    source: str = ""
 
     def filename(self) -> str:
         safe = lambda s: re.sub(r"[^A-Za-z0-9_.-]+", "_", str(s))
-        return f"{safe(self.dataset)}-{safe(self.split)}-{int(self.resolution)}px-{int(self.num_frames)}f.npz"
+        name = f"{safe(self.dataset)}-{safe(self.split)}-{int(self.resolution)}px-{int(self.num_frames)}f"
+        if self.frame_stride != 1:
+            name += f"-s{int(self.frame_stride)}"
+        if self.num_samples:
+            name += f"-{int(self.num_samples)}clips"
+        if self.source:
+            name += "-" + hashlib.sha256(self.source.encode()).hexdigest()[:10]
+        return name + ".npz"
 
 
 def resolve_cache_dir(cache_dir: str, data_dir: str = "") -> pathlib.Path:
@@ -217,6 +230,22 @@ def resolve_cache_dir(cache_dir: str, data_dir: str = "") -> pathlib.Path:
     return pathlib.Path(base).expanduser() / "fvd_stats"
 
 
+def cached_real_stats(
+    key: RealStatsKey, cache_dir: str | os.PathLike, num_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The cached (mu, cov) of ``key`` if there is a file made with this feature protocol (``STATS_FORMAT``) and, if
+    given, from ``num_samples`` clips; else None (to be computed)."""
+    path = pathlib.Path(cache_dir) / key.filename()
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as cached:
+        if str(cached["format"]) != STATS_FORMAT:
+            return None
+        if num_samples is not None and int(cached["num_samples"]) != num_samples:
+            return None
+        return cached["mu"], cached["cov"]
+
+
 def real_stats(
     key: RealStatsKey,
     cache_dir: str | os.PathLike,
@@ -225,19 +254,17 @@ def real_stats(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mu, cov) of real clips' I3D features, computed once and cached as ``<cache_dir>/<key.filename()>``.
 
-    A cached file is used when it was made with this feature protocol and (if given) ``num_samples`` clips;
-    otherwise ``compute_features() -> [N, 400]`` is called and the result saved (by process 0).
+    A cached file is used when ``cached_real_stats`` accepts it; otherwise ``compute_features() -> [N, 400]`` is
+    called and the result saved (by process 0).
     """
     path = pathlib.Path(cache_dir) / key.filename()
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as cached:
-            fresh = str(cached["format"]) == STATS_FORMAT
-            if fresh and (num_samples is None or int(cached["num_samples"]) == num_samples):
-                return cached["mu"], cached["cov"]
+    cached = cached_real_stats(key, cache_dir, num_samples)
+    if cached is not None:
+        return cached
     if compute_features is None:
         raise FileNotFoundError(
-            f"no cached real-data FVD statistics for {key} (with {num_samples} samples) at {path}; pass the real "
-            "videos (real_videos=...) once to compute and cache them"
+            f"no usable cached real-data FVD statistics for {key} (with {num_samples} samples, format "
+            f"{STATS_FORMAT}) at {path}; pass the real videos (real_videos=...) to compute and cache them"
         )
     features = np.asarray(compute_features(), np.float64)
     if num_samples is not None and features.shape[0] != num_samples:
