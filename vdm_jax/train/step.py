@@ -1,7 +1,8 @@
 """The jitted train step: `train_step(state, batch, rng) -> (state, metrics)`.
 
 One pure function: conditioning dropout (for classifier-free guidance), the diffusion loss of `vdm_jax.diffusion`
-with the U-Net as denoiser, optional gradient accumulation over micro-batches (`lax.scan`), AdamW, and the EMA.
+with the U-Net as denoiser, optional gradient accumulation over micro-batches (`lax.scan`, weighted as one batch),
+AdamW, and the EMA.
 A step whose loss or gradients are not finite leaves the state unchanged and is counted in the metrics, so the last
 good state is never overwritten (the loop stops the run with a message).
 """
@@ -96,26 +97,17 @@ def make_train_step(
             "video_loss": jnp.sum(jnp.where(is_image, 0.0, frame_loss)) / frames_video,
             "image_loss": jnp.sum(jnp.where(is_image, frame_loss, 0.0)) / frames_image,
         }
-        return loss, parts
+        # How many frames each mean is over: accumulation weights micro-batches by them (`accumulate_gradients`).
+        counted = jnp.sum(loss_mask) if loss_mask is not None else jnp.asarray(frame_loss.size, jnp.float32)
+        counts = {"loss": counted, "video_loss": frames_video, "image_loss": frames_image}
+        return loss, (parts, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def gradients(state: TrainState, batch: Batch, rng: jax.Array):
-        n = train_cfg.grad_accum_steps
-        if n == 1:
-            return grad_fn(state.params, state.rest, batch, rng)
-        micro = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-
-        def accumulate(carry, inputs):
-            i, mb = inputs
-            (loss, parts), grads = grad_fn(state.params, state.rest, mb, jax.random.fold_in(rng, i))
-            return jax.tree.map(lambda a, b: a + b / n, carry, ((loss, parts), grads)), None
-
-        zeros = jax.tree.map(
-            jnp.zeros_like, ((jnp.zeros(()), {"video_loss": jnp.zeros(()), "image_loss": jnp.zeros(())}), state.params)
-        )
-        out, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(n), micro))
-        return out
+        fn = lambda mb, key: grad_fn(state.params, state.rest, mb, key)
+        (loss, (parts, _)), grads = accumulate_gradients(fn, batch, rng, train_cfg.grad_accum_steps)
+        return (loss, parts), grads
 
     def train_step(state: TrainState, batch: Batch, rng: jax.Array) -> tuple[TrainState, TrainMetrics]:
         rng = jax.random.fold_in(rng, state.step)
@@ -142,6 +134,35 @@ def make_train_step(
         return new, metrics
 
     return train_step
+
+
+def accumulate_gradients(grad_fn: Callable, batch: Batch, rng: jax.Array, n: int):
+    """``grad_fn(batch, rng) -> ((loss, (parts, counts)), grads)`` over ``n`` micro-batches (``lax.scan``), as over
+    the whole batch.
+
+    ``loss`` and each of ``parts`` are means over ``counts`` frames (the loss's unknown frames of a frame-conditioned
+    model, which random masks make differ between micro-batches), so each micro-batch's loss, parts and gradients are
+    weighted by its counts: the sums over frames add up, and one division at the end gives the whole batch's mean.
+    Micro-batch i draws its randomness from ``fold_in(rng, i)``; ``n = 1`` is ``grad_fn(batch, rng)`` itself.
+    """
+    if n == 1:
+        return grad_fn(batch, rng)
+    micro = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+    def step(carry, inputs):
+        i, mb = inputs
+        (loss, (parts, counts)), grads = grad_fn(mb, jax.random.fold_in(rng, i))
+        c = counts["loss"]
+        summed = (loss * c, {k: v * counts[k] for k, v in parts.items()}, jax.tree.map(lambda g: g * c, grads))
+        return jax.tree.map(jnp.add, carry, (summed, counts)), None
+
+    abstract = jax.eval_shape(grad_fn, jax.tree.map(lambda x: x[0], micro), rng)
+    (_, (parts0, counts0)), grads0 = abstract
+    zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), ((abstract[0][0], parts0, grads0), counts0))
+    ((loss, parts, grads), counts), _ = jax.lax.scan(step, zeros, (jnp.arange(n), micro))
+    total = jnp.maximum(counts["loss"], 1.0)  # all frames known: zero loss and gradients, as in one batch
+    parts = {k: v / jnp.maximum(counts[k], 1.0) for k, v in parts.items()}
+    return (loss / total, (parts, counts)), jax.tree.map(lambda g: g / total, grads)
 
 
 def metrics_to_host(metrics: Any) -> dict[str, float]:
