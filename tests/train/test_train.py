@@ -4,6 +4,7 @@ SIGTERM, sharded == single device, two processes, and clear errors on bad input.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -136,28 +137,38 @@ def _logged_steps(workdir) -> int:
     return steps
 
 
-def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
+def _start_two_processes(workdir, *args, data_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    common = (*args, "--distributed", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2")
+    return [runs.start(workdir, *common, f"--process_id={i}", data_dir=data_dir, devices=2) for i in range(2)]
+
+
+def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
     workdir = tmp_path / "run"
-    args = (*runs.TINY, "--config.train.num_steps=2", "--config.train.checkpoint_every=2", "--distributed")
-    procs = [
-        runs.start(
-            workdir,
-            *args,
-            f"--coordinator_address=127.0.0.1:{port}",
-            "--num_processes=2",
-            f"--process_id={i}",
-            data_dir=moving_shapes_dir,
-            devices=2,
-        )
-        for i in range(2)
-    ]
+    args = (*runs.TINY, "--config.train.num_steps=2", "--config.train.checkpoint_every=2")
+    procs = _start_two_processes(workdir, *args, data_dir=moving_shapes_dir)
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
     assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2]
+
+
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, moving_shapes_dir):
+    """A preemption notice reaching one host only: both save the same step and exit cleanly (the distributed
+    runtime's preemption sync), instead of one saving while the other waits in the next step's collectives."""
+    workdir = tmp_path / "run"
+    args = (*runs.TINY, "--config.train.num_steps=100000", "--config.train.checkpoint_every=100000")
+    procs = _start_two_processes(workdir, *args, data_dir=moving_shapes_dir)
+    _wait_for(lambda: len(list(workdir.glob("events.out.tfevents*"))) > 0 and _logged_steps(workdir) >= 3, procs[0])
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    stopped = [int(re.search(r"Stopped at step (\d+) after SIGTERM", out).group(1)) for out in outs]
+    assert stopped[0] == stopped[1] >= 3
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [stopped[0]]
 
 
 def test_unwritable_workdir_is_a_clear_error(tmp_path, moving_shapes_dir):

@@ -38,9 +38,15 @@ def _shape_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
 class Checkpointer:
     """The run's `CheckpointManager` under `<workdir>/checkpoints`."""
 
-    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
+        """``read_only``: for restoring another run's checkpoints (sampling, ``init_from``): creates no directory
+        (a mistyped path stays an error, not a new empty folder) and never saves or deletes."""
         self.directory = os.path.abspath(directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
+        self._closed = False
+        if read_only:
+            options = ocp.CheckpointManagerOptions(create=False, read_only=True)
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
         handlers = {
             "state": ocp.StandardCheckpointHandler(),
             "config": ocp.JsonCheckpointHandler(),
@@ -106,5 +112,9 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
+        """Waits for a save in flight, then releases the manager; a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self.manager.wait_until_finished()
         self.manager.close()

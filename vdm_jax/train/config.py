@@ -33,10 +33,11 @@ class TrainConfig:
 
     def __post_init__(self):
         positive = ("num_steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints")
+        positive += ("num_samples",)  # the final sample grid is always written
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "sample_every", "eval_every", "num_samples"):
+        for name in ("warmup_steps", "sample_every", "eval_every"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):

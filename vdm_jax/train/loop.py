@@ -7,6 +7,7 @@ and sees exactly the batches an uninterrupted run would; SIGTERM saves the curre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -73,7 +74,7 @@ def restore_for_inference(cfg, workdir: str, step: int | None):
     """(graphdef, EMA params, rest, step) of a run's latest (or given) checkpoint, for sampling and evaluation."""
     tx = make_optimizer(cfg.train)
     graphdef, abstract = build_abstract(cfg, tx)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
     steps = ckpt.all_steps()
     if not steps:
         raise TrainingError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
@@ -91,7 +92,7 @@ def _load_init_from(state: TrainState, path: str) -> TrainState:
     """Starts from another run's weights: copies every parameter whose path and shape match, reports the rest. A
     frame-conditioned model started from an unconditional one gets its input kernel with the new (known-frame and
     mask) input channels at zero, so it starts as the unconditional model."""
-    ckpt = Checkpointer(path, keep=1000)
+    ckpt = Checkpointer(path, read_only=True)
     step = ckpt.latest_step()
     if step is None:
         raise TrainingError(f"--config.train.init_from={path}: no checkpoint there (expected a run's checkpoints dir)")
@@ -105,14 +106,22 @@ def _load_init_from(state: TrainState, path: str) -> TrainState:
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop checks after each step (save, then exit cleanly)."""
+    """When to save and stop after SIGTERM (a preemption notice): `stop(step)` is checked after each step.
+
+    One process: a SIGTERM handler sets a flag, and the run saves the step it has just finished. Several processes
+    (`jax.distributed`): each notices the signal at its own step, and one that saved while another went on into the
+    next step's collectives would hang both. There the distributed runtime's preemption sync (which catches SIGTERM
+    itself, so no Python handler is installed) tells every process the same step to stop at, the first that all
+    can still reach (`multihost_utils.reached_preemption_sync_point`).
+    """
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._synced = jax.process_count() > 1
 
     def __enter__(self):
-        if hasattr(signal, "SIGTERM"):
+        if hasattr(signal, "SIGTERM") and not self._synced:
             try:
                 self._previous = signal.signal(signal.SIGTERM, self._handle)
             except ValueError:  # Not the main thread (e.g. inside a notebook worker): no handler.
@@ -122,6 +131,13 @@ class _Preemption:
     def _handle(self, signum, frame):
         logging.warning("SIGTERM received: saving a checkpoint and stopping.")
         self.requested = True
+
+    def stop(self, step: int) -> bool:
+        if self._synced:
+            from jax.experimental import multihost_utils
+
+            self.requested = self.requested or multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def __exit__(self, *exc):
         if self._previous is not None:
@@ -220,7 +236,7 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         progress = tqdm(total=cfg.train.num_steps, initial=start, desc="train", dynamic_ncols=True)
     metrics = None
     batch = None
-    with _Preemption() as preemption:
+    with _Preemption() as preemption, _closing(ckpt):
         for step in range(start + 1, cfg.train.num_steps + 1):
             if batch is None:
                 if pool is None:
@@ -236,29 +252,48 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
             if progress is not None:
                 progress.update(1)
             last = step == cfg.train.num_steps
-            if step % cfg.train.log_every == 0 or last or preemption.requested:
+            stop = preemption.stop(step)
+            save = step % cfg.train.checkpoint_every == 0 or last or stop
+            if step % cfg.train.log_every == 0 or last or stop:
                 values = metrics_to_host(metrics)
                 metrics = None
-                if values["nonfinite_steps"] > 0:
-                    ckpt.close()
-                    raise TrainingError(
-                        f"non-finite loss or gradients before step {step}; the last good checkpoint "
-                        f"(step {ckpt.latest_step()}) is intact. Lower config.train.learning_rate or enable "
-                        "config.train.grad_clip, then rerun to resume."
-                    )
+                _stop_if_nonfinite(values, step, ckpt)
                 if cfg.data.num_image_frames == 0:
                     values.pop("image_loss")
                 if is_chief:
                     writer.write_scalars(step, values)
-            if step % cfg.train.checkpoint_every == 0 or last or preemption.requested:
+            elif save:  # A step that failed since the last write must not reach a checkpoint: check (write nothing).
+                _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
+            if save:
                 ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
-            if preemption.requested:
+            if stop:
                 ckpt.wait()
                 logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
                 break
             samples_and_eval(step, final=last)
     if progress is not None:
         progress.close()
-    ckpt.close()
     writer.flush()
     return state
+
+
+@contextlib.contextmanager
+def _closing(ckpt: Checkpointer):
+    """Closes the checkpointer however the loop ends: an exception (a failed evaluation, Ctrl-C, a data error) waits
+    for a save in flight to finish instead of leaving it half written."""
+    try:
+        yield ckpt
+    finally:
+        ckpt.close()
+
+
+def _stop_if_nonfinite(values: dict[str, float], step: int, ckpt: Checkpointer) -> None:
+    """Stops the run if a step since the last check had a non-finite loss or gradients (the step kept the state
+    before it, so the state is good but the step count is not the loop's)."""
+    if values["nonfinite_steps"] > 0:
+        ckpt.wait()
+        raise TrainingError(
+            f"non-finite loss or gradients before step {step}; the last good checkpoint "
+            f"(step {ckpt.latest_step()}) is intact. Lower config.train.learning_rate or enable "
+            "config.train.grad_clip, then rerun to resume."
+        )
