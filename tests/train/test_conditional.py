@@ -80,6 +80,51 @@ def test_frame_conditioned_model_takes_known_frames_as_inputs():
     assert videos.shape == (1, 4, 8, 8, 3) and np.all(np.isfinite(videos))
 
 
+@pytest.mark.parametrize("method", ["replacement", "reconstruction"])
+def test_frame_conditioned_model_sampled_by_guidance_is_told_no_frame(method):
+    """Replacement and reconstruction guidance work with any model: a frame-conditioned one is run in its
+    unconditional mode (no frame known), where frame guidance has nothing to compare and is skipped."""
+    fc = tiny_model("model.frame_conditioning=True")
+    ctx = context_frames(2, 1)
+    out = conditional.predict(fc, jax.random.key(2), ctx, method=method, recon_weight=2.0)
+    np.testing.assert_array_equal(out[:, :1], ctx)
+    assert np.all(np.isfinite(out))
+    guided = conditional.predict(with_frame_guidance(fc, 3.0), jax.random.key(2), ctx, method=method, recon_weight=2.0)
+    np.testing.assert_array_equal(guided, out)
+    network = conditional.predict(fc, jax.random.key(2), ctx, method="network")
+    assert not np.allclose(network[:, 1:], out[:, 1:], atol=1e-3)
+
+
+def test_guidance_with_precomputed_text_given_without_a_mask():
+    """`text_mask` is optional for precomputed text embeddings; class-free guidance's null branch needs one, so the
+    samplers complete the cond with an all-valid mask (what the model assumes without one)."""
+    from vdm_jax.train.sampling import generate, make_sample_fn
+
+    m = tiny_model("model.text_conditioning=precomputed", "model.text_embed_dim=16", "sampler.guidance_weight=2.0")
+    emb = jax.random.normal(jax.random.key(3), (2, 5, 16))
+    ctx = context_frames(2, 1)
+    out = conditional.predict(m, jax.random.key(2), ctx, cond={"text_embeddings": emb})
+    masked = conditional.predict(
+        m, jax.random.key(2), ctx, cond={"text_embeddings": emb, "text_mask": jnp.ones((2, 5), bool)}
+    )
+    np.testing.assert_array_equal(out, masked)
+    fn = make_sample_fn(m.graphdef, m.cfg, num_frames=4)
+    videos = generate(fn, m.params, m.rest, jax.random.key(0), num=2, num_frames=4, cond={"text_embeddings": emb})
+    assert videos.shape == (2, 4, 8, 8, 3) and np.all(np.isfinite(videos))
+
+
+def test_keyframe_run_of_another_text_width_is_refused(tmp_path):
+    """With precomputed text both stages are given the same embeddings: their width must agree."""
+    frames = tiny_model("model.text_conditioning=precomputed", "model.text_embed_dim=16").cfg
+    key = dataclasses.replace(frames, data=dataclasses.replace(frames.data, frame_stride=2))
+    (tmp_path / "config.json").write_text(key.to_json())
+    assert conditional.keyframe_config(frames, str(tmp_path), 2).data.frame_stride == 2
+    wide = dataclasses.replace(key, model=dataclasses.replace(key.model, text_embed_dim=32))
+    (tmp_path / "config.json").write_text(wide.to_json())
+    with pytest.raises(configuration.ConfigError, match="model.text_embed_dim 16 here, 32 there"):
+        conditional.keyframe_config(frames, str(tmp_path), 2)
+
+
 def with_frame_guidance(m: conditional.SamplingModel, w: float) -> conditional.SamplingModel:
     return m._replace(
         cfg=dataclasses.replace(m.cfg, sampler=dataclasses.replace(m.cfg.sampler, frame_guidance_weight=w))

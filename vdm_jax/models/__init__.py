@@ -4,7 +4,7 @@ Build: ``UNet3D(ModelConfig(**config.model), resolution=config.data.resolution, 
 (``make_rngs``: ``nnx.Rngs`` whose key draws trace in linear time; plain ``nnx.Rngs`` works too).
 """
 
-from vdm_jax.models.conditioning import check_conditioning, drop_conditioning, null_conditioning
+from vdm_jax.models.conditioning import check_conditioning, drop_conditioning, null_conditioning, with_text_mask
 from vdm_jax.models.config import ModelConfig
 from vdm_jax.models.rng import make_rngs
 from vdm_jax.models.text import VOCAB_SIZE, detokenize, tokenize
@@ -24,4 +24,5 @@ __all__ = [
     "make_rngs",
     "null_conditioning",
     "tokenize",
+    "with_text_mask",
 ]

@@ -104,6 +104,14 @@ def null_conditioning(cond: Cond | None, cfg: ModelConfig) -> Cond | None:
     return _keep(cond, jnp.zeros((batch,), bool), cfg)
 
 
+def with_text_mask(cond: Cond | None) -> Cond | None:
+    """``cond`` with an explicit all-valid ``text_mask`` where precomputed ``text_embeddings`` come without one (what
+    the model assumes then), so that a guidance batch and its null branch, which needs a mask, hold the same keys."""
+    if cond is None or "text_embeddings" not in cond or "text_mask" in cond:
+        return cond
+    return {**cond, "text_mask": jnp.ones(cond["text_embeddings"].shape[:2], bool)}
+
+
 class ConditionEmbedding(nnx.Module):
     """Noise level + class + pooled text -> FiLM embedding ``[B, emb_dim]``; plus the text sequence for cross-attention.
 

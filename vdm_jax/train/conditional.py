@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 
 from vdm_jax.diffusion import diffusion_nll, sample, window_starts, windowed_denoiser
-from vdm_jax.models import null_conditioning
+from vdm_jax.models import null_conditioning, with_text_mask
 
 METHODS = ("auto", "replacement", "reconstruction", "network")
 Weight = float | Callable[[jax.Array], jax.Array] | None
@@ -83,6 +83,8 @@ def keyframe_config(cfg, workdir: str, stride: int, overrides: tuple[str, ...] =
         "model.text_conditioning": (cfg.model.text_conditioning, key_cfg.model.text_conditioning),
         "data.text_max_length": (cfg.data.text_max_length, key_cfg.data.text_max_length),
     }
+    if cfg.model.text_conditioning == "precomputed":  # both stages are given the same embeddings [N, L, D]
+        fields["model.text_embed_dim"] = (cfg.model.text_embed_dim, key_cfg.model.text_embed_dim)
     differ = [f"{k} {mine!r} here, {theirs!r} there" for k, (mine, theirs) in fields.items() if mine != theirs]
     if differ:
         raise configuration.ConfigError(
@@ -126,12 +128,15 @@ def resolve_method(cfg, method: str, recon_weight: Weight = None) -> str:
 
 def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as_inputs: bool, frame_times=None):
     """(denoise_fn(z, logsnr, c), the conditioning to give it): the model in inference mode, and `cond` plus the known
-    frames and their mask as inputs when the model reads them (a frame-conditioned model). frame_times [N, T]: the
-    frames' times in the video, for windows that are not consecutive frames (guidance's wider batches repeat them)."""
+    frames and their mask as inputs when the model reads them (a frame-conditioned model). A frame-conditioned model
+    sampled by replacement or reconstruction guidance instead (`known_as_inputs=False`) is told that no frame is
+    known, its unconditional mode (a third of its training clips). frame_times [N, T]: the frames' times in the
+    video, for windows that are not consecutive frames (guidance's wider batches repeat them)."""
     model = nnx.merge(graphdef, params, rest)
     full = dict(cond or {})
-    if known_as_inputs:
-        full.update(known_frames=frames * mask[:, :, None, None, None], known_mask=mask)
+    if model.cfg.frame_conditioning:
+        shown = mask if known_as_inputs else jnp.zeros_like(mask)
+        full.update(known_frames=frames * shown[:, :, None, None, None], known_mask=shown)
 
     def denoise_fn(z, logsnr, c):
         times = frame_times
@@ -151,9 +156,12 @@ def _compiled_sampler(
     weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
     constant = 0.0 if method != "reconstruction" or callable(weight) else float(weight)
     sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
+    if cfg.model.frame_conditioning and method != "network":  # Told no frame, frame guidance is a no-op.
+        sampler_cfg = dataclasses.replace(sampler_cfg, frame_guidance_weight=0.0)
     weight_fn = weight if method == "reconstruction" and callable(weight) else None
 
     def fn(params, rest, rng, frames, mask, cond, start, frame_times):
+        cond = with_text_mask(cond)
         denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, method == "network", frame_times)
         if hop:
             denoise_fn = windowed_denoiser(denoise_fn, cfg.data.num_frames, hop)

@@ -14,7 +14,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from vdm_jax.diffusion import sample
-from vdm_jax.models import null_conditioning
+from vdm_jax.models import null_conditioning, with_text_mask
 
 
 def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Callable | None = None):
@@ -36,6 +36,7 @@ def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Ca
         model = nnx.merge(graphdef, params, rest)
         n = segment_ids.shape[0]
         shape = (n, segment_ids.shape[1], res, res, ch)
+        cond = with_text_mask(cond)
         null = null_conditioning(cond, cfg.model) if cond is not None else None
         if cfg.model.frame_conditioning:
             frames = known["frames"] if known is not None else jnp.zeros(shape, jnp.float32)
