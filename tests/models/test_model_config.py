@@ -45,6 +45,8 @@ def test_frozen():
         (dict(num_classes=-1), "num_classes"),
         (dict(head_dim=0), "head_dim"),
         (dict(text_conditioning="builtin", text_embed_dim=20, head_dim=8), "text_embed_dim"),
+        (dict(text_conditioning="builtin", text_embed_dim=15, head_dim=5), "text_embed_dim"),  # odd: no sin/cos pairs
+        (dict(emb_dim=33), "emb_dim"),
         (dict(attention_impl="cudnn", dtype="float32"), "attention_impl"),
         (dict(spatial_attention="performer"), "spatial_attention"),
         (dict(temporal_attn_resolutions=(0,)), "temporal_attn_resolutions"),

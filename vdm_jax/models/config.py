@@ -126,6 +126,8 @@ class ModelConfig:
         for key in ("channels", "base_channels", "num_res_blocks", "head_dim", "emb_dim", "text_embed_dim"):
             if int(getattr(self, key)) <= 0:
                 fail(key, getattr(self, key), "must be a positive integer")
+        if self.emb_dim % 2:
+            fail("emb_dim", self.emb_dim, "must be even (sin and cos Fourier features of the noise level)")
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             fail("channel_mults", self.channel_mults, "must be a non-empty tuple of positive integers, e.g. (1, 2, 2)")
         for key in ("attn_resolutions", "temporal_attn_resolutions"):
@@ -150,6 +152,8 @@ class ModelConfig:
                     self.text_embed_dim,
                     f"the builtin text encoder needs it divisible by head_dim={self.head_dim}",
                 )
+            if self.text_embed_dim % 2:
+                fail("text_embed_dim", self.text_embed_dim, "the builtin encoder's position features need it even")
             if self.text_encoder_layers < 1:
                 fail("text_encoder_layers", self.text_encoder_layers, "the builtin text encoder needs >= 1 layer")
         if self.dtype not in DTYPES:
