@@ -44,6 +44,8 @@ SCRIPT = textwrap.dedent(
             init = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "mlp"))
             self.a = nnx.Linear(16, 32, kernel_init=init, rngs=rngs)
             self.b = nnx.Linear(6, 3, kernel_init=init, rngs=rngs)  # 6 is not divisible by 4: replicated
+            film = nnx.with_partitioning(nnx.initializers.lecun_normal(), ("embed", "conv_out"))
+            self.c = nnx.Linear(6, 64, kernel_init=film, rngs=rngs)  # 6 is not divisible, 64 is: fsdp on the outputs
 
     mesh = parallel.make_mesh((2, 4, 1))
     assert mesh.axis_names == ("data", "fsdp", "tensor") and mesh.devices.size == 8
@@ -51,6 +53,7 @@ SCRIPT = textwrap.dedent(
     sh = parallel.state_shardings(state, mesh, parallel.FSDP_RULES)
     assert sh["a"]["kernel"].value.spec == jax.sharding.PartitionSpec("fsdp", None), sh["a"]["kernel"]
     assert sh["b"]["kernel"].value.spec == jax.sharding.PartitionSpec(None, None), sh["b"]["kernel"]
+    assert sh["c"]["kernel"].value.spec == jax.sharding.PartitionSpec(None, "fsdp"), sh["c"]["kernel"]
 
     x = jnp.arange(8 * 3, dtype=jnp.float32).reshape(8, 3)
     f = jax.jit(lambda x: parallel.constrain(x * 2, ("batch", None)))

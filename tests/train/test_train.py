@@ -146,8 +146,19 @@ def _start_two_processes(workdir, *args, data_dir):
 
 
 def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
+    """Two processes, FSDP across them, started from another run's weights (init_from builds global arrays from
+    the loaded values and keeps the rest, which span both hosts, on the devices)."""
+    source = tmp_path / "source"
+    runs.write_checkpoint(source, *runs.TINY)
     workdir = tmp_path / "run"
-    args = (*runs.TINY, "--config.train.num_steps=2", "--config.train.checkpoint_every=2")
+    args = (
+        *runs.TINY,
+        "--config.train.num_steps=2",
+        "--config.train.checkpoint_every=2",
+        "--config.parallel.mesh_shape=(1,-1,1)",
+        "--config.parallel.rules=fsdp",
+        f"--config.train.init_from={source / 'checkpoints'}",
+    )
     procs = _start_two_processes(workdir, *args, data_dir=moving_shapes_dir)
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):

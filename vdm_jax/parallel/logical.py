@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from collections.abc import Iterator, Sequence
 
 import jax
@@ -17,11 +18,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
-# Pure data parallelism: the batch is split over every mesh axis, parameters are replicated.
+# Pure data parallelism: the batch is split over the data and fsdp axes, parameters are replicated.
 DATA_PARALLEL_RULES: Rules = (("batch", ("data", "fsdp")),)
 
-# FSDP (ZeRO-3 style): the batch is split over (data, fsdp) and each parameter's largest axis over fsdp. Optimizer
-# state follows the parameters. Tensor parallelism splits heads / mlp / output channels over `tensor`.
+# FSDP (ZeRO-3 style): the batch is split over (data, fsdp) and each parameter's output channels (or embedding width)
+# over fsdp. Optimizer state follows the parameters. Attention heads and MLP widths name the `tensor` axis, which the
+# configs keep at size 1 (`ParallelConfig` refuses more): activations are not split by heads, so a larger tensor axis
+# would shard those weights but repeat the computation.
 FSDP_RULES: Rules = (
     ("batch", ("data", "fsdp")),
     ("conv_out", "fsdp"),
@@ -51,19 +54,24 @@ def current_mesh() -> Mesh | None:
     return _MESH.get()
 
 
-def logical_to_spec(logical_axes: Sequence[str | None], rules: Rules, mesh: Mesh | None = None) -> PartitionSpec:
+def logical_to_spec(
+    logical_axes: Sequence[str | None], rules: Rules, mesh: Mesh | None = None, shape: Sequence[int] | None = None
+) -> PartitionSpec:
     """Maps logical axis names to a ``PartitionSpec`` of mesh axes.
 
     Mesh axes of size 1 are dropped (they shard nothing), and a mesh axis already used by an earlier dimension is not
-    used again.
+    used again. With ``shape`` (and ``mesh``), a dimension the mesh axes do not divide evenly stays unsharded and
+    leaves those axes free for a later dimension.
     """
     table = dict(rules)
     used: set[str] = set()
     spec = []
-    for name in logical_axes:
+    for i, name in enumerate(logical_axes):
         target = table.get(name) if name is not None else None
         axes = (target,) if isinstance(target, str) else tuple(target or ())
         axes = tuple(a for a in axes if a not in used and (mesh is None or mesh.shape[a] > 1))
+        if axes and shape is not None and mesh is not None and shape[i] % math.prod(mesh.shape[a] for a in axes):
+            axes = ()
         used.update(axes)
         spec.append(None if not axes else axes[0] if len(axes) == 1 else axes)
     while spec and spec[-1] is None:
@@ -94,18 +102,9 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules):
 
     def to_sharding(spec, value):
         logical = tuple(spec) if isinstance(spec, PartitionSpec) else ()
-        shape = getattr(value, "shape", ())
+        shape = tuple(getattr(value, "shape", ()))
         logical = logical + (None,) * (len(shape) - len(logical))
-        mesh_spec = list(logical_to_spec(logical, rules, mesh))
-        mesh_spec += [None] * (len(shape) - len(mesh_spec))
-        for i, axes in enumerate(mesh_spec):
-            if axes is None:
-                continue
-            size = 1
-            for a in (axes,) if isinstance(axes, str) else axes:
-                size *= mesh.shape[a]
-            if shape[i] % size:
-                mesh_spec[i] = None
-        return NamedSharding(mesh, PartitionSpec(*mesh_spec))
+        spec = tuple(logical_to_spec(logical, rules, mesh, shape))
+        return NamedSharding(mesh, PartitionSpec(*spec, *(None,) * (len(shape) - len(spec))))
 
     return jax.tree.map(to_sharding, specs, state, is_leaf=lambda x: isinstance(x, PartitionSpec))

@@ -49,10 +49,16 @@ def to_global(tree, shardings):
     """Host-complete values (every process holds the whole array) -> global arrays with the given shardings.
 
     Works with several processes, where `jax.device_put` cannot target devices of other hosts: each process fills
-    only its addressable shards.
+    only its addressable shards. Leaves that are global arrays already stay on the devices (resharded if need be):
+    under FSDP across hosts they cannot be fetched to one.
     """
 
     def put(value, sharding):
+        if isinstance(value, jax.Array):  # Already global (e.g. what init_from left at its initialisation).
+            if value.sharding == sharding:
+                return value
+            if not value.is_fully_addressable:  # Spans other hosts: no process can fetch it whole.
+                return jax.jit(lambda x: x, out_shardings=sharding)(value)
         host = np.asarray(jax.device_get(value))
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
