@@ -100,9 +100,54 @@ class _QuietLibraries:
         return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self.NOISY)
 
 
+_SAMPLE_ONLY = (
+    _NUM_SAMPLES,
+    _COND_VIDEO,
+    _COND_SPLIT,
+    _COND_INDEX,
+    _NUM_COND_FRAMES,
+    _CAPTION,
+    _LABEL,
+    _NUM_FRAMES,
+    _CANDIDATES,
+    _MEMORY,
+    _KEYFRAME_STRIDE,
+    _KEYFRAME_WORKDIR,
+    _KEY_CONTEXT,
+)
+
+
+def _given(*holders) -> list[str]:
+    return ["--" + h.name for h in holders if flags.FLAGS[h.name].present]
+
+
+def _check_flags_apply() -> None:
+    """A flag the chosen mode would ignore is an error, not a silent no-op."""
+    if not _DISTRIBUTED.value and (stray := _given(_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+        raise app.UsageError(f"{', '.join(stray)} only apply with --distributed (add it, or drop them)")
+    mode = _MODE.value
+    if mode != "sample" and (stray := _given(*_SAMPLE_ONLY)):
+        raise app.UsageError(f"{', '.join(stray)} only apply to --mode=sample, not --mode={mode}")
+    if mode == "train" and (stray := _given(_CHECKPOINT)):
+        raise app.UsageError(
+            f"{stray[0]} only applies to --mode=sample/evaluate; training resumes from the latest checkpoint"
+        )
+    if mode == "sample":
+        conditioned = _COND_VIDEO.value or _COND_SPLIT.value
+        if _given(_COND_INDEX) and not _COND_SPLIT.value:
+            raise app.UsageError("--cond_index picks clips of --cond_split; give --cond_split too")
+        chunked = conditioned or _NUM_FRAMES.value or _KEYFRAME_STRIDE.value or _MEMORY.value
+        if _CANDIDATES.value != 1 and not chunked:
+            raise app.UsageError(
+                "--candidates applies to sampling chunk by chunk: with --cond_split / --cond_video, or "
+                "--num_frames beyond the model's"
+            )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected positional arguments: {argv[1:]}")
+    _check_flags_apply()
     logging.get_absl_handler().addFilter(_QuietLibraries())
     from vdm_jax import configuration
     from vdm_jax.errors import UserError

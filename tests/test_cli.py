@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import os
 import pathlib
 import re
 import subprocess
@@ -14,9 +15,14 @@ from vdm_jax import configuration
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def run_main(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_main(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "main.py"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(ROOT / "main.py"), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {**os.environ, **env},
     )
 
 
@@ -38,6 +44,39 @@ def test_unknown_override_key_is_rejected_clearly(tmp_path):
     assert out.returncode != 0
     assert "config.train.no_such_key" in out.stderr
     assert not any(tmp_path.iterdir()), "nothing may be written for a rejected config"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--num_processes=2"], "--num_processes only apply with --distributed"),
+        (["--num_samples=3"], "--num_samples only apply to --mode=sample, not --mode=train"),
+        (["--mode=evaluate", "--caption=x", "--label=2"], "--caption, --label only apply to --mode=sample"),
+        (["--checkpoint_step=5"], "--checkpoint_step only applies to --mode=sample/evaluate"),
+        (["--mode=sample", "--candidates=4"], "--candidates applies to sampling chunk by chunk"),
+        (["--mode=sample", "--cond_index=3"], "--cond_index picks clips of --cond_split"),
+    ],
+)
+def test_flags_the_mode_would_ignore_are_refused(tmp_path, flags, message):
+    out = run_main("--config=configs/default.py", f"--workdir={tmp_path}", *flags)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "devices, flags, message",
+    [
+        (1, ["--config.parallel.mesh_shape=(2,1,1)"], "uses 2 devices but 1 are available"),
+        (3, ["--config.parallel.mesh_shape=(-1,1,1)"], "micro-batches of 8, which the mesh's data x fsdp = 3"),
+    ],
+)
+def test_mesh_the_devices_or_batch_cannot_fill_is_a_clear_error(tmp_path, devices, flags, message):
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+    out = run_main("--config=configs/default.py", f"--workdir={tmp_path / 'run'}", *flags, env=env)
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
 
 
 def test_wrong_type_override_is_rejected(tmp_path):
@@ -70,6 +109,12 @@ def test_typed_boundary_names_the_bad_key():
         load_config_file(str(ROOT / "configs/default.py"), ["train.nope=1"])
     with pytest.raises(configuration.ConfigError, match="expected a int"):
         load_config_file(str(ROOT / "configs/default.py"), ["train.num_steps=many"])
+    config = load_config_file(str(ROOT / "configs/default.py"), ["sampler.frame_guidance_weight=1.0"])
+    with pytest.raises(configuration.ConfigError, match="frame_guidance_weight > 0 .* needs config.model.frame_conditioning=True"):
+        configuration.from_config_dict(config)
+    config = load_config_file(str(ROOT / "configs/default.py"), ["parallel.mesh_shape=(1,1,4)"])
+    with pytest.raises(configuration.ConfigError, match="the tensor axis"):
+        configuration.from_config_dict(config)
 
 
 def test_run_config_round_trips_and_takes_overrides(tmp_path):

@@ -120,6 +120,11 @@ def _check_across_groups(cfg: ExperimentConfig) -> None:
             "config.sampler.guidance_weight > 0 needs a conditional model "
             "(config.model.num_classes > 0 or config.model.text_conditioning != 'none')"
         )
+    if cfg.sampler.frame_guidance_weight and not cfg.model.frame_conditioning:
+        raise ConfigError(
+            "config.sampler.frame_guidance_weight > 0 guides a model that reads known frames: it needs "
+            "config.model.frame_conditioning=True (or set it to 0)"
+        )
 
 
 def from_json(text: str) -> ExperimentConfig:

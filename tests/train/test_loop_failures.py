@@ -1,5 +1,6 @@
 """The training loop when something goes wrong, in process: a non-finite step between metric writes must not reach a
-checkpoint, and an exception while a checkpoint is being written must not lose it."""
+checkpoint, an exception while a checkpoint is being written must not lose it, a preemption notice at the last step
+still finishes the run, and a checkpoint is restored only under its run's defining settings."""
 
 from __future__ import annotations
 
@@ -76,3 +77,38 @@ def test_exception_after_a_save_keeps_the_checkpoint(tmp_path, moving_shapes_dir
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     assert ckpt.all_steps() == [2]
     assert not [p for p in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in p]
+
+
+@pytest.mark.parametrize("signal_step", [1, 2])
+def test_sigterm_saves_and_the_last_step_still_gets_its_final_samples(
+    tmp_path, moving_shapes_dir, monkeypatch, signal_step
+):
+    """A preemption notice after step 1 of 2 saves step 1 and stops; after the last step the run is complete, so
+    it also writes the final samples (a restart would find nothing left to do)."""
+    cfg = _config(moving_shapes_dir, "train.num_steps=2", "train.checkpoint_every=100")
+    workdir = tmp_path / "run"
+    monkeypatch.setattr(loop._Preemption, "stop", lambda self, step: step == signal_step)
+    state = loop.train_and_evaluate(cfg, str(workdir))
+    assert int(state.step) == signal_step
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [signal_step]
+    final = list((workdir / "samples").glob("step_0000002*")) if (workdir / "samples").is_dir() else []
+    assert bool(final) == (signal_step == 2)
+
+
+def test_a_run_is_restored_only_under_its_own_defining_settings(tmp_path, moving_shapes_dir):
+    """Sampling, evaluating or resuming a checkpoint under settings that change what its weights compute (same
+    shapes, so the shape check cannot see it) is refused, naming each setting and the flags that restore it."""
+    from vdm_jax.train.checkpoint import CheckpointMismatchError
+
+    runs.write_checkpoint(tmp_path, *runs.TINY, "--config.diffusion.parameterization=eps")
+    same = _config(moving_shapes_dir, "diffusion.parameterization=eps", "sampler.num_steps=7")  # sampler: free
+    assert loop.restore_for_inference(same, str(tmp_path), None)[3] == 1
+    other = _config(moving_shapes_dir, "diffusion.schedule=linear")
+    with pytest.raises(CheckpointMismatchError) as err:
+        loop.restore_for_inference(other, str(tmp_path), None)
+    message = str(err.value)
+    assert "diffusion.schedule='cosine' there, 'linear' here" in message
+    assert "diffusion.parameterization='eps' there, 'v' here" in message
+    assert "--config.diffusion.schedule=cosine --config.diffusion.parameterization=eps" in message
+    with pytest.raises(CheckpointMismatchError, match="diffusion.parameterization"):
+        loop.train_and_evaluate(_config(moving_shapes_dir, "train.num_steps=2"), str(tmp_path))

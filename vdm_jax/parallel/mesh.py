@@ -9,25 +9,31 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from vdm_jax.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
+
+
+class MeshError(UserError, ValueError):
+    """A mesh shape that does not fit the devices; the message says how to fix config.parallel.mesh_shape."""
 
 
 def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
     """Replaces a single -1 in ``shape`` so that the product equals ``num_devices``."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != len(MESH_AXES):
-        raise ValueError(f"mesh shape {shape} must have {len(MESH_AXES)} entries, one per axis {MESH_AXES}")
+        raise MeshError(f"mesh shape {shape} must have {len(MESH_AXES)} entries, one per axis {MESH_AXES}")
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh shape {shape}: at most one entry may be -1")
+        raise MeshError(f"mesh shape {shape}: at most one entry may be -1")
     if any(s == 0 or s < -1 for s in shape):
-        raise ValueError(f"mesh shape {shape}: entries must be positive or -1")
+        raise MeshError(f"mesh shape {shape}: entries must be positive or -1")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if num_devices % known:
-            raise ValueError(f"mesh shape {shape} cannot fill {num_devices} devices ({num_devices} % {known} != 0)")
+            raise MeshError(f"mesh shape {shape} cannot fill {num_devices} devices ({num_devices} % {known} != 0)")
         shape = tuple(num_devices // known if s == -1 else s for s in shape)
     if math.prod(shape) != num_devices:
-        raise ValueError(
+        raise MeshError(
             f"mesh shape {shape} uses {math.prod(shape)} devices but {num_devices} are available; "
             "set one entry to -1 to fill the rest, e.g. --config.parallel.mesh_shape='(-1,1,1)'"
         )

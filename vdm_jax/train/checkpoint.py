@@ -35,6 +35,51 @@ def _shape_table(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
     return {"/".join(_key_name(k) for k in path): (tuple(leaf.shape), str(leaf.dtype)) for path, leaf in leaves}
 
 
+# Settings that define what a checkpoint's weights compute; inference and resumed training must use the run's own.
+# (Shapes are checked separately; these are the ones a shape check cannot see.)
+DEFINING = {
+    "model": (
+        "channels",
+        "base_channels",
+        "channel_mults",
+        "num_res_blocks",
+        "attn_resolutions",
+        "temporal_attn_resolutions",
+        "head_dim",
+        "emb_dim",
+        "temporal_attention",
+        "num_classes",
+        "text_conditioning",
+        "text_embed_dim",
+        "text_encoder_layers",
+        "frame_conditioning",
+        "spatial_attention",
+    ),
+    "diffusion": ("schedule", "logsnr_min", "logsnr_max", "shift_base_resolution", "parameterization"),
+    "data": ("resolution",),
+}
+
+
+def check_same_run(stored: dict, cfg, directory: str) -> None:
+    """Raises `CheckpointMismatchError` naming each defining setting (`DEFINING`) whose value in the checkpoint's
+    stored config (`stored`, the run's config as a dict) differs from `cfg`'s, with the flags that restore them."""
+    plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+    differ = []
+    for group, keys in DEFINING.items():
+        for key in keys:
+            theirs, mine = stored.get(group, {}).get(key), getattr(getattr(cfg, group), key)
+            if theirs is not None and plain(theirs) != plain(mine):
+                differ.append((f"{group}.{key}", theirs, mine))
+    if differ:
+        said = "; ".join(f"{name}={theirs!r} there, {mine!r} here" for name, theirs, mine in differ)
+        as_flag = lambda v: str(tuple(v)).replace(" ", "") if isinstance(v, list) else str(v)
+        flags = " ".join(f"--config.{name}={as_flag(theirs)}" for name, theirs, _ in differ)
+        raise CheckpointMismatchError(
+            f"the checkpoint at {directory} was trained with other settings that define what its weights compute: "
+            f"{said}. Pass the run's own ({flags}), or use a new --workdir for a new model."
+        )
+
+
 class Checkpointer:
     """The run's `CheckpointManager` under `<workdir>/checkpoints`."""
 

@@ -60,6 +60,12 @@ class ParallelConfig:
     def __post_init__(self):
         if len(self.mesh_shape) != len(MESH_AXES):
             raise ValueError(f"mesh_shape {self.mesh_shape} needs one entry per mesh axis {MESH_AXES}")
+        if self.mesh_shape[2] != 1:
+            raise ValueError(
+                f"mesh_shape {self.mesh_shape}: the tensor axis (last) must be 1. The rule presets split no "
+                "computation over it (activations are not sharded by heads), so its devices would repeat the same "
+                "work; put them in data or fsdp, e.g. (-1, 1, 1) or (1, -1, 1)"
+            )
         if self.rules not in RULE_PRESETS:
             raise ValueError(f"rules must be one of {sorted(RULE_PRESETS)}, got {self.rules!r}")
 

@@ -26,7 +26,7 @@ from vdm_jax.evaluation.entry import evaluate_videos, sample_for_eval
 from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
-from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.checkpoint import Checkpointer, check_same_run
 from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
 from vdm_jax.train.context_pool import ContextPool
 from vdm_jax.train.sampling import make_sample_fn
@@ -83,8 +83,9 @@ def restore_for_inference(cfg, workdir: str, step: int | None):
         raise TrainingError(f"no checkpoint of step {step} in {workdir}/checkpoints; available: {steps}")
     mesh = make_mesh(cfg.parallel.mesh_shape)
     shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
-    state, _, _ = ckpt.restore(step, with_shardings(abstract, shardings))
+    state, _, stored = ckpt.restore(step, with_shardings(abstract, shardings))
     ckpt.close()
+    check_same_run(stored, cfg, ckpt.directory)
     return graphdef, state.ema_params, state.rest, step
 
 
@@ -146,17 +147,18 @@ class _Preemption:
 
 def train_and_evaluate(cfg, workdir: str) -> TrainState:
     """Trains (or resumes training) the configured model in `workdir`; returns the final state."""
+    # ---------------------------------------------------------------- mesh (a shape that cannot work writes nothing)
+    mesh = make_mesh(cfg.parallel.mesh_shape)
+    rules = cfg.parallel.rule_list
+    _check_batch_fits_mesh(cfg, mesh)
+    logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
+    replicated = NamedSharding(mesh, PartitionSpec())
+
     # ---------------------------------------------------------------- workdir, logs
     _check_workdir(workdir)
     is_chief = jax.process_index() == 0
     writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
     config_json = cfg.to_json()
-
-    # ---------------------------------------------------------------- mesh
-    mesh = make_mesh(cfg.parallel.mesh_shape)
-    rules = cfg.parallel.rule_list
-    logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
-    replicated = NamedSharding(mesh, PartitionSpec())
 
     # ---------------------------------------------------------------- input
     vdm_data.prepare(cfg.data)
@@ -184,7 +186,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is not None:
-        state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings))
+        state, data_state, stored = ckpt.restore(latest, with_shardings(abstract, shardings))
+        check_same_run(stored, cfg, ckpt.directory)
         train_iter.set_state(data_state)
         logging.info("Resuming from step %d", latest)
     else:
@@ -266,15 +269,30 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                 _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
             if save:
                 ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
-            if stop:
+            if stop and not last:
                 ckpt.wait()
                 logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
                 break
+            if stop:  # The run is complete and saved; a restart would have nothing left to do, so finish it now.
+                ckpt.wait()
+                logging.warning("SIGTERM at the last step %d: saved; writing the final samples and evaluation.", step)
             samples_and_eval(step, final=last)
     if progress is not None:
         progress.close()
     writer.flush()
     return state
+
+
+def _check_batch_fits_mesh(cfg, mesh) -> None:
+    """Each micro-batch is split over the data and fsdp axes: it must divide evenly (no device idles or repeats)."""
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    micro = cfg.train.batch_size // cfg.train.grad_accum_steps
+    if micro % shards:
+        raise TrainingError(
+            f"config.train.batch_size={cfg.train.batch_size} over grad_accum_steps={cfg.train.grad_accum_steps} "
+            f"gives micro-batches of {micro}, which the mesh's data x fsdp = {shards} devices cannot split evenly; "
+            f"use a multiple of {shards} per micro-batch"
+        )
 
 
 @contextlib.contextmanager
