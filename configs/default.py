@@ -116,6 +116,6 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---------------------------------------------------------------- parallel
     config.parallel = parallel = ml_collections.ConfigDict()
-    parallel.mesh_shape = (-1, 1, 1)  # Devices along (data, fsdp, tensor); one -1 fills the remaining devices.
+    parallel.mesh_shape = (-1, 1, 1)  # Devices along (data, fsdp, tensor: 1); one -1 fills the remaining devices.
     parallel.rules = "data_parallel"  # Logical-axis rule preset: data_parallel | fsdp.
     return config
