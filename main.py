@@ -95,8 +95,12 @@ class _QuietLibraries:
     """Keeps INFO chatter of checkpointing and dataset libraries out of the run's log (warnings still show)."""
 
     NOISY = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/tensorstore/")
+    # Orbax warns that a checkpoint directory opened for reading (sampling, init_from) is read only: as intended.
+    EXPECTED = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
 
     def filter(self, record) -> bool:
+        if "/orbax/" in record.pathname and any(m in record.getMessage() for m in self.EXPECTED):
+            return False
         return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self.NOISY)
 
 
@@ -136,7 +140,8 @@ def _check_flags_apply() -> None:
         conditioned = _COND_VIDEO.value or _COND_SPLIT.value
         if _given(_COND_INDEX) and not _COND_SPLIT.value:
             raise app.UsageError("--cond_index picks clips of --cond_split; give --cond_split too")
-        chunked = conditioned or _NUM_FRAMES.value or _KEYFRAME_STRIDE.value or _MEMORY.value
+        longer = _NUM_FRAMES.value not in (0, _CONFIG.value.data.num_frames)
+        chunked = conditioned or longer or _KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value or _MEMORY.value
         if _CANDIDATES.value != 1 and not chunked:
             raise app.UsageError(
                 "--candidates applies to sampling chunk by chunk: with --cond_split / --cond_video, or "

@@ -54,6 +54,7 @@ def test_unknown_override_key_is_rejected_clearly(tmp_path):
         (["--mode=evaluate", "--caption=x", "--label=2"], "--caption, --label only apply to --mode=sample"),
         (["--checkpoint_step=5"], "--checkpoint_step only applies to --mode=sample/evaluate"),
         (["--mode=sample", "--candidates=4"], "--candidates applies to sampling chunk by chunk"),
+        (["--mode=sample", "--num_frames=8", "--candidates=4"], "--candidates applies"),  # 8: the model's own
         (["--mode=sample", "--cond_index=3"], "--cond_index picks clips of --cond_split"),
     ],
 )

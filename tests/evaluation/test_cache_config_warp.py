@@ -55,6 +55,7 @@ def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(
         return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
 
     monkeypatch.setattr(metrics, "i3d_features", features)
+    monkeypatch.setattr(entry, "i3d_features", features)
     samples = np.zeros((4, 8, 16, 16, 3), np.float32)
     key = entry.real_stats_key(cfg)
     assert key.num_samples == 10 and key.frame_stride == 1 and "moving_shapes" in key.source
@@ -79,6 +80,17 @@ def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(
     del calls[:]
     assert entry.evaluate_videos(cfg, samples)["fvd"] == pytest.approx(first)
     assert calls == [10, 4]
+
+
+def test_real_statistics_reach_every_process_bit_for_bit():
+    """`from_process_0` sends float64 (mu, cov) as uint32 halves; with one process it is the round trip."""
+    from vdm_jax.evaluation import entry
+
+    rng = np.random.default_rng(1)
+    mu, cov = rng.standard_normal(400) * 1e3, rng.standard_normal((400, 400)) * 1e-7
+    got_mu, got_cov = entry.from_process_0((mu, cov))
+    assert got_mu.dtype == np.float64 and np.array_equal(got_mu, mu) and np.array_equal(got_cov, cov)
+    assert entry.from_process_0(None) is None
 
 
 def test_eval_config_is_the_config_block():

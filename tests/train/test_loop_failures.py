@@ -112,3 +112,6 @@ def test_a_run_is_restored_only_under_its_own_defining_settings(tmp_path, moving
     assert "--config.diffusion.schedule=cosine --config.diffusion.parameterization=eps" in message
     with pytest.raises(CheckpointMismatchError, match="diffusion.parameterization"):
         loop.train_and_evaluate(_config(moving_shapes_dir, "train.num_steps=2"), str(tmp_path))
+    # A setting that only matters under another one (the shift of the shifted cosine) is free where neither uses it.
+    free = _config(moving_shapes_dir, "diffusion.parameterization=eps", "diffusion.shift_base_resolution=32")
+    assert loop.restore_for_inference(free, str(tmp_path), None)[3] == 1

@@ -17,35 +17,54 @@ import jax
 import numpy as np
 from absl import logging
 
-from vdm_jax.evaluation.fvd import RealStatsKey, cached_real_stats, resolve_cache_dir
+from vdm_jax.evaluation.fvd import RealStatsKey, cached_real_stats, i3d_features, real_stats, resolve_cache_dir
+from vdm_jax.evaluation.i3d import NUM_CLASSES
 from vdm_jax.evaluation.metrics import compute_metrics
 
 REAL_SPLIT = "test"
 
 
 def evaluate_videos(cfg, videos: np.ndarray, *, mesh=None, progress: bool = False) -> dict[str, float]:
-    """The configured metrics of sampled `videos` [N, T, H, W, C] in [-1, 1]; FVD compares with the test split."""
-    real_videos, key = None, None
+    """The configured metrics of sampled `videos` [N, T, H, W, C] in [-1, 1]; FVD compares with the test split.
+
+    FVD's real side is computed once from the first eval.num_samples test clips, then read from the cache. With
+    several hosts, process 0's cache is the one that counts: its statistics are sent to every host, or, when it has
+    none, every host computes them (the I3D batches are sharded over all of them) and process 0 saves them.
+    """
+    stats = None
     if "fvd" in cfg.eval.metrics:
         key = real_stats_key(cfg)
-        cached = cached_real_stats(key, resolve_cache_dir(cfg.eval.cache_dir, cfg.data.data_dir)) is not None
-        if jax.process_count() > 1:  # process 0's answer for all: the hosts must run the same sharded I3D calls
-            from jax.experimental import multihost_utils
-
-            cached = bool(multihost_utils.broadcast_one_to_all(np.int32(cached)))
-        if not cached:  # Real statistics are computed once from the first num_samples test clips, then cached.
+        cache_dir = resolve_cache_dir(cfg.eval.cache_dir, cfg.data.data_dir)
+        stats = cached_real_stats(key, cache_dir)
+        if jax.process_count() > 1:
+            stats = from_process_0(stats)
+        if stats is None:
             from vdm_jax import data as vdm_data
 
-            real_videos = vdm_data.load_examples(cfg.data, split=REAL_SPLIT, num=cfg.eval.num_samples)["video"]
+            real = vdm_data.load_examples(cfg.data, split=REAL_SPLIT, num=cfg.eval.num_samples)["video"]
+            features = lambda: i3d_features(real, batch_size=cfg.eval.batch_size, mesh=mesh, progress=progress)
+            stats = real_stats(key, cache_dir, features, num_samples=len(real), read_cache=False)
     return compute_metrics(
-        videos,
-        cfg.eval,
-        real_videos=real_videos,
-        real_stats_key=key,
-        mesh=mesh,
-        data_dir=cfg.data.data_dir,
-        progress=progress,
+        videos, cfg.eval, real_statistics=stats, mesh=mesh, data_dir=cfg.data.data_dir, progress=progress
     )
+
+
+def from_process_0(stats: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Process 0's real-data (mu [D], cov [D, D]) on every process (None on all if it has none), bit for bit: the
+    float64 values travel as their uint32 halves (JAX arrays are 32-bit here)."""
+    from jax.experimental import multihost_utils
+
+    have = bool(multihost_utils.broadcast_one_to_all(np.int32(jax.process_index() == 0 and stats is not None)))
+    if not have:
+        return None
+    d = NUM_CLASSES
+    if jax.process_index() == 0:
+        flat = np.concatenate([np.ravel(stats[0]), np.ravel(stats[1])]).astype(np.float64)
+    else:
+        flat = np.zeros(d + d * d, np.float64)
+    bits = np.asarray(multihost_utils.broadcast_one_to_all(flat.view(np.uint32)), np.uint32)
+    flat = bits.view(np.float64)
+    return flat[:d], flat[d:].reshape(d, d)
 
 
 def real_stats_key(cfg) -> RealStatsKey:

@@ -251,14 +251,16 @@ def real_stats(
     cache_dir: str | os.PathLike,
     compute_features: Callable[[], np.ndarray] | None = None,
     num_samples: int | None = None,
+    read_cache: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mu, cov) of real clips' I3D features, computed once and cached as ``<cache_dir>/<key.filename()>``.
 
-    A cached file is used when ``cached_real_stats`` accepts it; otherwise ``compute_features() -> [N, 400]`` is
-    called and the result saved (by process 0).
+    A cached file is used when ``cached_real_stats`` accepts it (and ``read_cache``: False recomputes, as every host
+    must when the hosts share the sharded I3D calls); otherwise ``compute_features() -> [N, 400]`` is called and the
+    result saved (by process 0).
     """
     path = pathlib.Path(cache_dir) / key.filename()
-    cached = cached_real_stats(key, cache_dir, num_samples)
+    cached = cached_real_stats(key, cache_dir, num_samples) if read_cache else None
     if cached is not None:
         return cached
     if compute_features is None:

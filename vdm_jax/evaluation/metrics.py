@@ -24,6 +24,7 @@ def compute_metrics(
     *,
     real_videos: np.ndarray | None = None,
     real_stats_key: RealStatsKey | None = None,
+    real_statistics: tuple[np.ndarray, np.ndarray] | None = None,
     mesh: Mesh | None = None,
     data_dir: str = "",
     progress: bool = True,
@@ -31,9 +32,10 @@ def compute_metrics(
     """videos: [N, T, H, W, 3] float in [-1, 1] (or uint8) -> {metric name: value}.
 
     'temporal' adds the six temporal-consistency scores (1 = perfect), 'warp_error' the flow-warping error (lower is
-    better), 'fvd' the Fréchet Video Distance to real data. FVD's real side comes from ``real_stats_key`` (statistics
-    cached under ``eval_cfg.cache_dir``, computed from ``real_videos`` on first use or when the cached sample count
-    differs from len(real_videos)), or from ``real_videos`` alone (not cached).
+    better), 'fvd' the Fréchet Video Distance to real data. FVD's real side is ``real_statistics`` (mu, cov) when
+    given; else it comes from ``real_stats_key`` (statistics cached under ``eval_cfg.cache_dir``, computed from
+    ``real_videos`` on first use or when the cached sample count differs from len(real_videos)), or from
+    ``real_videos`` alone (not cached).
     """
     results: dict[str, float] = {}
     if "temporal" in eval_cfg.metrics:
@@ -42,7 +44,9 @@ def compute_metrics(
         results["warp_error"] = warp_error(videos)
     if "fvd" in eval_cfg.metrics:
         features = lambda v: i3d_features(v, batch_size=eval_cfg.batch_size, mesh=mesh, progress=progress)
-        if real_stats_key is not None:
+        if real_statistics is not None:
+            mu_real, cov_real = real_statistics
+        elif real_stats_key is not None:
             compute = None if real_videos is None else (lambda: features(real_videos))
             cache_dir = resolve_cache_dir(eval_cfg.cache_dir, data_dir)
             num_real = None if real_videos is None else len(real_videos)

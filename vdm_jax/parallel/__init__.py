@@ -1,8 +1,8 @@
 """Device meshes and logical-axis shardings.
 
 Parameters and activations carry *logical* axis names (``batch``, ``embed``, ``conv_out``...). A short rule list
-from the config maps them onto the mesh axes ``data``, ``fsdp`` and ``tensor``, so data parallelism, FSDP or tensor
-parallelism is a config change, not a code change.
+from the config maps them onto the mesh axes ``data``, ``fsdp`` and ``tensor``, so data parallelism or FSDP is a
+config change, not a code change. (The presets keep ``tensor`` at size 1: activations are not split by heads.)
 
 We shard explicitly through ``jax.jit(in_shardings=..., out_shardings=...)``; Flax's eager sharding of variables at
 creation time is switched off so modules can be built abstractly (``nnx.eval_shape``) without a mesh in context.

@@ -6,6 +6,7 @@ an abstract state whose leaves carry the target shardings, so a checkpoint resto
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
@@ -64,12 +65,22 @@ def check_same_run(stored: dict, cfg, directory: str) -> None:
     """Raises `CheckpointMismatchError` naming each defining setting (`DEFINING`) whose value in the checkpoint's
     stored config (`stored`, the run's config as a dict) differs from `cfg`'s, with the flags that restore them."""
     plain = lambda v: list(v) if isinstance(v, (list, tuple)) else v
+    # Keys that only matter under another setting: compared only where either run has that setting.
+    applies = {
+        "diffusion.shift_base_resolution": lambda c: c.get("diffusion", {}).get("schedule") == "shifted_cosine",
+        "model.text_embed_dim": lambda c: c.get("model", {}).get("text_conditioning", "none") != "none",
+        "model.text_encoder_layers": lambda c: c.get("model", {}).get("text_conditioning") == "builtin",
+    }
+    current = {group: dataclasses.asdict(getattr(cfg, group)) for group in DEFINING}
     differ = []
     for group, keys in DEFINING.items():
         for key in keys:
-            theirs, mine = stored.get(group, {}).get(key), getattr(getattr(cfg, group), key)
+            name = f"{group}.{key}"
+            if name in applies and not (applies[name](stored) or applies[name](current)):
+                continue
+            theirs, mine = stored.get(group, {}).get(key), current[group][key]
             if theirs is not None and plain(theirs) != plain(mine):
-                differ.append((f"{group}.{key}", theirs, mine))
+                differ.append((name, theirs, mine))
     if differ:
         said = "; ".join(f"{name}={theirs!r} there, {mine!r} here" for name, theirs, mine in differ)
         as_flag = lambda v: str(tuple(v)).replace(" ", "") if isinstance(v, list) else str(v)
