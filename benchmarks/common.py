@@ -86,13 +86,14 @@ def conv_ceiling_flops(repeats: int = 5, dtype=jnp.float32) -> float:
 
 
 # ---------------------------------------------------------------- profiles
-_MATMUL_OPS = ("ynn_fusion", "convolution", "dot", "gemm", "cublas", "cudnn", "conv", "xnn_fusion", "onednn")
+# Name prefixes of matmul and convolution ops ("conv_", not "conv": XLA's type conversions are "convert_...").
+_MATMUL_OPS = ("ynn_fusion", "convolution", "conv_", "dot", "gemm", "cublas", "cudnn", "xnn_fusion", "onednn")
 _LAYOUT_OPS = ("copy", "transpose", "bitcast", "concatenate", "pad", "slice", "dynamic")
 
 
 def _op_class(name: str) -> str:
     head = re.sub(r"[._]?\d+$", "", name)
-    if head.startswith(_MATMUL_OPS):
+    if head.startswith(_MATMUL_OPS) or head == "conv":
         return "matmul_and_convolution"
     if all(part in _LAYOUT_OPS or part in ("fusion", "wrapped") for part in head.split("_")):
         return "layout (copy / transpose / concatenate / pad)"

@@ -275,7 +275,7 @@ def evaluate(
         if "from_nothing" in tasks and name != "replacement":  # long videos with no real frame: temporal metrics
             run(
                 f"from_nothing_extend4x_{name}",
-                lambda m=m, kw=kwargs: conditional.extend(m, rng, empty, 4 * t, **kw),
+                lambda m=m, kw=kwargs: conditional.extend(m, rng, empty, 4 * t, overlap=overlap, **kw),
                 False,
             )
             if km is not None:

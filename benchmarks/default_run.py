@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
     parser.add_argument("--no-run", action="store_true", help="do not train; read the curve of --workdir")
     args = parser.parse_args()
+    args.workdir = os.path.abspath(args.workdir)  # main.py runs in the repository root; the curves are read here
 
     result = {"config": args.config, "overrides": args.set, "workdir": args.workdir}
     if not args.no_run:

@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--video_steps", type=int, default=500)
     parser.add_argument("--set", action="append", default=[], help="config override key=value for every run")
     args = parser.parse_args()
+    args.workdir = os.path.abspath(args.workdir)  # main.py runs in the repository root; the curves are read here
 
     quiet = ["train.sample_every=0", "train.eval_every=0", "train.log_every=50", *args.set]
     image_dir = os.path.join(args.workdir, "image")

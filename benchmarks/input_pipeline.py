@@ -1,6 +1,6 @@
 """Input pipeline throughput (videos/s) for a config, next to what the training step consumes. Prints JSON.
 
-  python benchmarks/input_pipeline.py                       # configs/default.py (moving_shapes 16x32x32)
+  python benchmarks/input_pipeline.py                       # configs/default.py (moving_shapes, 8x16x16 clips)
   python benchmarks/input_pipeline.py --step_seconds 0.9    # with the train step time from the training benchmark
   python benchmarks/input_pipeline.py --set data.num_image_frames=4 --set data.random_flip=True
 
@@ -56,7 +56,10 @@ def main() -> None:
     t0 = time.perf_counter()
     prepare(cfg)
     prepare_s = time.perf_counter() - t0
-    it = make_iterator(cfg, split="train", global_batch_size=batch_size, mesh=make_mesh((-1, 1, 1)), seed=0)
+    tokens = None if config.model.text_conditioning == "builtin" else 0  # as the trainer: tokenise only if read
+    it = make_iterator(
+        cfg, split="train", global_batch_size=batch_size, mesh=make_mesh((-1, 1, 1)), seed=0, text_max_length=tokens
+    )
     for _ in range(3):
         next(it)["video"].block_until_ready()
     t0 = time.perf_counter()

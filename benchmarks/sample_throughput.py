@@ -7,8 +7,11 @@
 The model is freshly initialised (its weights do not change the cost). Every sampler runs the config's jitted
 sampling function (`vdm_jax.train.sampling.make_sample_fn`, the one training and evaluation use) with only
 `sampler.name` changed; one untimed call compiles it, then the median of `--repeats` calls, each ending in
-`block_until_ready`, is reported. `network_evals` counts denoiser calls on the whole batch (classifier-free guidance
-would double them), `video_network_evals_per_second` multiplies by the batch.
+`block_until_ready`, is reported. A class- or caption-conditioned model samples with labels in turn, one fixed
+caption (builtin text) or zero embeddings (precomputed text): the cost does not depend on what they say.
+`network_evals` counts denoiser calls in units of the batch (classifier-free guidance on labels or text, and frame
+guidance, each double it: one call on a batch twice as large), `video_network_evals_per_second` multiplies by the
+batch.
 """
 
 from __future__ import annotations
@@ -24,10 +27,26 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
 
 from benchmarks.common import load_average, load_config, timed  # noqa: E402
 
 SAMPLERS = ("ancestral", "ddim", "pc", "dpm_solver")
+
+
+def benchmark_conditioning(cfg, batch: int) -> dict | None:
+    """Labels and text for `batch` videos of a conditioned model (None for an unconditional one)."""
+    from vdm_jax.models import tokenize
+
+    cond = {}
+    if cfg.model.num_classes:
+        cond["label"] = np.arange(batch, dtype=np.int32) % cfg.model.num_classes
+    length = cfg.data.text_max_length
+    if cfg.model.text_conditioning == "builtin":
+        cond["text_tokens"] = np.asarray(tokenize(["a red circle moving up"] * batch, length))
+    elif cfg.model.text_conditioning == "precomputed":
+        cond["text_embeddings"] = np.zeros((batch, length, cfg.model.text_embed_dim), np.float32)
+    return cond or None
 
 
 def main() -> None:
@@ -51,6 +70,7 @@ def main() -> None:
     batch = args.batch or base.eval.batch_size
     graphdef, params, rest = nnx.split(new_model(base), nnx.Param, ...)
     segment_ids = jnp.zeros((batch, args.frames), jnp.int32)
+    cond = benchmark_conditioning(base, batch)
     load_start = load_average()
     results = {}
     for name in args.samplers.split(","):
@@ -59,12 +79,14 @@ def main() -> None:
             overrides.append(f"sampler.num_steps={args.steps}")
         cfg = load_config(args.config, overrides)
         fn = make_sample_fn(graphdef, cfg, num_frames=args.frames)
-        call = lambda fn=fn: jax.block_until_ready(fn(params, rest, jax.random.key(0), None, segment_ids, None))
+        call = lambda fn=fn: jax.block_until_ready(fn(params, rest, jax.random.key(0), cond, segment_ids, None))
         t0 = time.perf_counter()
         call()
         compile_seconds = time.perf_counter() - t0
         seconds = statistics.median(timed(call, repeats=args.repeats, warmup=0))
-        evals = num_function_evals(cfg.sampler) * (2 if cfg.sampler.guidance_weight > 0 else 1)
+        evals = num_function_evals(cfg.sampler)
+        evals *= 2 if cond is not None and cfg.sampler.guidance_weight > 0 else 1
+        evals *= 2 if cfg.model.frame_conditioning and cfg.sampler.frame_guidance_weight > 0 else 1
         results[name] = {
             "num_steps": cfg.sampler.num_steps,
             "network_evals": evals,
