@@ -239,7 +239,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         progress = tqdm(total=cfg.train.num_steps, initial=start, desc="train", dynamic_ncols=True)
     metrics = None
     batch = None
-    with _Preemption() as preemption, _closing(ckpt):
+    # closing: however the loop ends (an exception from an evaluation, Ctrl-C, a data error), a save in flight finishes.
+    with _Preemption() as preemption, contextlib.closing(ckpt):
         for step in range(start + 1, cfg.train.num_steps + 1):
             if batch is None:
                 if pool is None:
@@ -269,12 +270,12 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                 _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
             if save:
                 ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
-            if stop and not last:
+            if stop:
                 ckpt.wait()
-                logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
-                break
-            if stop:  # The run is complete and saved; a restart would have nothing left to do, so finish it now.
-                ckpt.wait()
+                if not last:
+                    logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
+                    break
+                # The run is complete and saved; a restart would have nothing left to do, so finish it now.
                 logging.warning("SIGTERM at the last step %d: saved; writing the final samples and evaluation.", step)
             samples_and_eval(step, final=last)
     if progress is not None:
@@ -293,16 +294,6 @@ def _check_batch_fits_mesh(cfg, mesh) -> None:
             f"gives micro-batches of {micro}, which the mesh's data x fsdp = {shards} devices cannot split evenly; "
             f"use a multiple of {shards} per micro-batch"
         )
-
-
-@contextlib.contextmanager
-def _closing(ckpt: Checkpointer):
-    """Closes the checkpointer however the loop ends: an exception (a failed evaluation, Ctrl-C, a data error) waits
-    for a save in flight to finish instead of leaving it half written."""
-    try:
-        yield ckpt
-    finally:
-        ckpt.close()
 
 
 def _stop_if_nonfinite(values: dict[str, float], step: int, ckpt: Checkpointer) -> None:
