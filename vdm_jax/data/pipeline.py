@@ -27,7 +27,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from vdm_jax.data.catalog import DatasetSpec, dataset_spec, hide_accelerators_from_tf
+from vdm_jax.data.catalog import DatasetSpec, clip_frames, dataset_spec, hide_accelerators_from_tf
 from vdm_jax.data.config import DataConfig
 
 BATCH_AXES = ("data", "fsdp")
@@ -237,20 +237,20 @@ class DataIterator:
         encoded = example[spec.frames_key]
         length = tf.shape(encoded)[0]
         long_range = cfg.long_range_prob > 0
-        clip_frames = cfg.long_range_span if long_range else cfg.num_frames
-        span = (clip_frames - 1) * spec.frame_stride + 1
+        frames = clip_frames(cfg)  # the span a training clip is cut from (long_range_span for long-range windows)
+        span = (frames - 1) * spec.frame_stride + 1
         if self.training:
             start = tf.random.stateless_uniform(
                 [], _op_seed(seed, index, 0), 0, tf.maximum(length - span, 0) + 1, tf.int32
             )
         else:
             start = tf.constant(0, tf.int32)
-        idx = clip_indices(length, clip_frames, spec.frame_stride, start)
+        idx = clip_indices(length, frames, spec.frame_stride, start)
         if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
             if self.training:
                 window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
                 window = long_range_window(
-                    cfg.num_frames, clip_frames, cfg.long_range_prob, window_seed, cfg.long_range_null_prob
+                    cfg.num_frames, frames, cfg.long_range_prob, window_seed, cfg.long_range_null_prob
                 )
             else:
                 zeros = tf.zeros([cfg.num_frames])
