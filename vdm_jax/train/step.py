@@ -143,11 +143,15 @@ def accumulate_gradients(grad_fn: Callable, batch: Batch, rng: jax.Array, n: int
     ``loss`` and each of ``parts`` are means over ``counts`` frames (the loss's unknown frames of a frame-conditioned
     model, which random masks make differ between micro-batches), so each micro-batch's loss, parts and gradients are
     weighted by its counts: the sums over frames add up, and one division at the end gives the whole batch's mean.
-    Micro-batch i draws its randomness from ``fold_in(rng, i)``; ``n = 1`` is ``grad_fn(batch, rng)`` itself.
+    Micro-batch i is rows i, i + n, i + 2n, ... and draws its randomness from ``fold_in(rng, i)``; ``n = 1`` is
+    ``grad_fn(batch, rng)`` itself.
     """
     if n == 1:
         return grad_fn(batch, rng)
-    micro = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+    # Micro-batch i is rows i, i + n, i + 2n, ...: a batch sharded over devices in contiguous blocks (of a multiple
+    # of n rows each: `loop._check_batch_fits_mesh`) then holds every micro-batch's share on every device, and the
+    # split moves no data between devices (contiguous micro-batches would be gathered from their devices per step).
+    micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1), batch)
 
     def step(carry, inputs):
         i, mb = inputs
