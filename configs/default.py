@@ -44,10 +44,11 @@ def get_config() -> ml_collections.ConfigDict:
     model.head_dim = 32  # Channels per attention head.
     model.dropout = 0.0  # Dropout in ResNet blocks (VDM UCF-101: 0.1).
     model.emb_dim = 128  # Width of the noise-level / conditioning embedding fed to FiLM.
+    model.emb_mlp_layers = 2  # Dense layers of the noise-level embedding MLP (VDM: 4 UCF-101, 2 BAIR and Kinetics).
     model.temporal_attention = True  # False: an image model applied frame by frame.
     model.temporal_identity_init = False  # Zero-init temporal output projections (start a video model from images).
     model.num_classes = 0  # Class-conditional with this many classes (0 = no class conditioning).
-    model.text_conditioning = "none"  # none | builtin (byte-level text encoder, trained jointly) | precomputed.
+    model.text_conditioning = "none"  # none | builtin (byte-level encoder, trained with it) | precomputed (library).
     model.text_embed_dim = 128  # Width of text token embeddings (builtin encoder width, or the external encoder's).
     model.text_encoder_layers = 2  # Transformer layers of the builtin text encoder.
     model.frame_conditioning = False  # Known frames + mask channel concatenated to the input (prediction models).
@@ -74,7 +75,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.sampler = sampler = ml_collections.ConfigDict()
     sampler.name = "ancestral"  # ancestral | ddim | pc (predictor-corrector) | dpm_solver (DPM-Solver++(2M)).
     sampler.num_steps = 100  # Sampling steps (network evaluations per step: 1; pc: 1 + corrector steps).
-    sampler.gamma = 0.1  # ancestral/pc: variance interpolation exponent (VDM: 0.1 UCF-101, 0.3 Kinetics).
+    sampler.gamma = 0.1  # ancestral/pc: variance interpolation exponent (VDM: 0.1 UCF-101, 0 BAIR + Kinetics).
     sampler.eta = 0.0  # ddim: 0 = deterministic DDIM, 1 = DDPM-like.
     sampler.corrector_steps = 1  # pc: Langevin corrector steps per predictor step.
     sampler.langevin_delta = 0.1  # pc: Langevin step size factor (VDM: 0.1).
@@ -113,6 +114,8 @@ def get_config() -> ml_collections.ConfigDict:
     evaluation.num_samples = 16  # Sampled videos per evaluation (FVD protocol: 2048 for UCF-101, 100 x 256 for BAIR).
     evaluation.batch_size = 16  # Videos per sampling / feature batch.
     evaluation.cache_dir = ""  # Where real-data FVD statistics are cached ('' = <data_dir>/fvd_stats).
+    evaluation.num_cond_frames = 0  # 0: unconditional samples; k: predict from each test clip's first k frames.
+    evaluation.samples_per_clip = 1  # Samples per test clip; FVD's real side: num_samples / samples_per_clip clips.
 
     # ---------------------------------------------------------------- parallel
     config.parallel = parallel = ml_collections.ConfigDict()

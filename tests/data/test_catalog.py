@@ -65,18 +65,21 @@ def catalog_dir(tmp_path_factory):
 def test_ucf101_clips_labels_and_resizing(catalog_dir):
     cfg = DataConfig(name="ucf101", data_dir=catalog_dir, num_frames=4, frame_stride=2, resolution=32, shuffle_buffer=8)
     prepare(cfg)  # prepared: no error
-    it = make_iterator(cfg, split="train", global_batch_size=4, mesh=make_mesh((1, 1, 1)), seed=0)
+    # Training reads all videos, train and test parts of split 1 (as the paper: all 13,320).
+    it = make_iterator(cfg, split="train", global_batch_size=6, mesh=make_mesh((1, 1, 1)), seed=0)
     b = {k: np.asarray(v) for k, v in next(it).items()}
-    assert b["video"].shape == (4, 4, 32, 32, 3) and set(b) == {"video", "segment_ids", "label"}
-    starts = []
+    assert b["video"].shape == (6, 4, 32, 32, 3) and set(b) == {"video", "segment_ids", "label"}
     for video, label in zip(to_uint8(b["video"]), b["label"], strict=True):
         levels = frame_levels(video)
-        i = label // 7
         assert np.all(np.abs(np.diff(levels) - 8) <= 1)  # stride 2 frames of +4 each (JPEG: +-1)
+        if label == 3:  # test video j in {0, 1}: 20 frames of levels 100 + j + 4 f
+            starts = [(levels[0] - 100 - j) / 4 for j in (0, 1)]
+            assert any(abs(s - round(s)) < 0.3 and 0 <= round(s) <= 20 - 7 for s in starts), levels
+            continue
+        i = label // 7
         start = (levels[0] - 10 - i) / 4
         assert abs(start - round(start)) < 0.3 and 0 <= round(start) <= (24 + i) - 7
-        starts.append(round(start))
-    assert sorted(b["label"].tolist()) == [0, 7, 14, 21]
+    assert sorted(b["label"].tolist()) == [0, 3, 3, 7, 14, 21]
     ref = load_examples(cfg, "test")
     assert ref["video"].shape == (2, 4, 32, 32, 3) and ref["label"].tolist() == [3, 3]
     assert sorted(frame_levels(v)[0] for v in ref["video"]) == pytest.approx([100, 101], abs=1)

@@ -103,6 +103,11 @@ def test_eval_config_is_the_config_block():
         EvalConfig(batch_size=0)
     with pytest.raises(TypeError):
         EvalConfig(**{**get_config().eval, "typo": 1})
+    assert EvalConfig(num_samples=25_600, samples_per_clip=100).num_real_clips == 256  # BAIR's 100 x 256
+    with pytest.raises(ValueError, match="multiple of"):
+        EvalConfig(num_samples=250, samples_per_clip=100)
+    with pytest.raises(ValueError, match="num_cond_frames"):
+        EvalConfig(num_cond_frames=-1)
 
 
 def test_compute_metrics_temporal_and_warp():
@@ -120,3 +125,54 @@ def test_warp_error_zero_for_static_video_and_rises_under_shuffling():
     np.testing.assert_allclose(warp_error_per_video(static), 0.0, atol=1e-10)
     real, shuffled = warp_error(videos), warp_error(corrupted("shuffled")[:6])
     assert shuffled > 5.0 * real, (real, shuffled)
+    # Grey videos (Moving MNIST): the error of three equal channels, i.e. of the grey levels.
+    grey = np.round(videos.astype(np.float64).mean(-1, keepdims=True)).astype(np.uint8)
+    np.testing.assert_allclose(warp_error_per_video(grey), warp_error_per_video(np.repeat(grey, 3, -1)))
+
+
+def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
+    """eval.num_cond_frames = k: sample i knows the first k frames of test clip i // samples_per_clip (and its
+    label), and FVD's real side is those num_samples / samples_per_clip clips (BAIR: 100 x 256)."""
+    from vdm_jax import configuration
+    from vdm_jax.data import load_examples, prepare
+    from vdm_jax.evaluation import entry, metrics
+    from vdm_jax.train import sampling
+
+    config = get_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.moving_shapes_train_size, config.data.moving_shapes_test_size = 8, 12
+    config.model.num_classes = 3
+    config.eval.metrics, config.eval.num_samples, config.eval.batch_size = ("fvd",), 6, 4
+    config.eval.num_cond_frames, config.eval.samples_per_clip = 2, 3
+    cfg = configuration.from_config_dict(config)
+    prepare(cfg.data)
+    seen = []
+
+    def fake_generate(sample_fn, params, rest, rng, *, num, num_frames, cond, known):
+        seen.append((cond, known))
+        return np.zeros((num, num_frames, 16, 16, 3), np.float32)
+
+    monkeypatch.setattr(sampling, "generate", fake_generate)
+    videos = entry.sample_for_eval(cfg, None, None, None, num=6, seed=0)
+    assert videos.shape[0] == 6 and len(seen) == 2  # two batches of 4: samples 6, 7 pad the second
+    test = load_examples(cfg.data, "test", num=2)
+    clips = test["video"].astype(np.float32) / 127.5 - 1.0
+    which = np.array([0, 0, 0, 1, 1, 1, 0, 0])
+    frames = np.concatenate([k["frames"] for _, k in seen])
+    mask = np.concatenate([k["mask"] for _, k in seen])
+    np.testing.assert_allclose(frames, clips[which], atol=1e-6)
+    np.testing.assert_array_equal(mask, np.repeat([[1, 1, 0, 0, 0, 0, 0, 0]], 8, axis=0))
+    np.testing.assert_array_equal(np.concatenate([c["label"] for c, _ in seen]), test["label"][which])
+
+    calls = []
+
+    def features(v, **_):
+        calls.append(len(v))
+        v = np.asarray(v, np.float64)
+        return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
+
+    monkeypatch.setattr(metrics, "i3d_features", features)
+    monkeypatch.setattr(entry, "i3d_features", features)
+    assert entry.real_stats_key(cfg).num_samples == 2
+    entry.evaluate_videos(cfg, videos)
+    assert calls == [2, 6]  # the two test clips, then the six predictions

@@ -154,3 +154,32 @@ def test_remat_gives_the_same_gradients():
     assert len(leaves_plain) == len(leaves_remat) > 20
     for a, b in zip(leaves_plain, leaves_remat, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
+def test_noise_level_mlp_depth():
+    """``emb_mlp_layers`` dense layers with SiLU between them embed the noise level (VDM's UCF-101 model: 4); two
+    layers keep the parameter tree of before, and the embedding equals the MLP written out by hand."""
+    from vdm_jax.models.conditioning import ConditionEmbedding
+    from vdm_jax.models.layers import sinusoidal_embedding
+
+    def names(module):
+        return {"/".join(map(str, path)) for path, _ in nnx.state(module, nnx.Param).flat_state()}
+
+    two = ConditionEmbedding(tiny_config(), rngs=nnx.Rngs(0))
+    four = ConditionEmbedding(tiny_config(emb_mlp_layers=4), rngs=nnx.Rngs(0))
+    assert names(two) == {"noise_in/kernel", "noise_in/bias", "noise_out/kernel", "noise_out/bias"}
+    assert names(four) - names(two) == {f"noise_hidden/{i}/{p}" for i in (0, 1) for p in ("kernel", "bias")}
+
+    def layer(d, h):
+        return h @ np.asarray(d.kernel[...]) + np.asarray(d.bias[...])
+
+    silu = lambda h: h / (1.0 + np.exp(-h))
+    logsnr = jnp.array([-3.0, 0.5, 7.0])
+    h = silu(layer(four.noise_in, np.asarray(sinusoidal_embedding(logsnr, 32))))
+    for d in four.noise_hidden:
+        h = silu(layer(d, h))
+    expected = layer(four.noise_out, h)
+    emb, _, _ = four(logsnr, None)
+    np.testing.assert_allclose(emb, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="emb_mlp_layers"):
+        tiny_config(emb_mlp_layers=1)

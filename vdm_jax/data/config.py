@@ -26,7 +26,8 @@ CATALOG: dict[str, CatalogEntry] = {
         frames_key="video",
         label_key="label",
         channels=3,
-        splits={"train": "train", "test": "test"},
+        # The paper trains on all 13,320 videos (split 1's train and test); FVD's real side is the test part.
+        splits={"train": "train+test", "test": "test"},
         disk="a 7.0 GB download (UCF101_videos.zip) plus roughly 15-20 GB for the 256x256 JPEG frames",
         notes="needs the `ffmpeg` binary on PATH while preparing (TFDS extracts frames with it)",
     ),

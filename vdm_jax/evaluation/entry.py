@@ -4,6 +4,9 @@
 `config.eval.num_samples` videos with the configured sampler; the configured metrics are computed (FVD against the
 dataset's test split, with real-data statistics cached per dataset / split / resolution / frame count); results go to
 `<workdir>/eval/step_<N>.json` (metric -> value, plus sampler, NFE, N, seconds), a sample grid, and TensorBoard.
+With `config.eval.num_cond_frames = k > 0` the evaluation is of video prediction, as in the paper's BAIR and
+Kinetics-600 protocols: sample i continues the first k frames of test clip i // samples_per_clip (its own label and
+caption too), and FVD compares the whole videos with those clips.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ REAL_SPLIT = "test"
 def evaluate_videos(cfg, videos: np.ndarray, *, mesh=None, progress: bool = False) -> dict[str, float]:
     """The configured metrics of sampled `videos` [N, T, H, W, C] in [-1, 1]; FVD compares with the test split.
 
-    FVD's real side is computed once from the first eval.num_samples test clips, then read from the cache. With
+    FVD's real side is computed once from the first eval.num_real_clips test clips, then read from the cache. With
     several hosts, process 0's cache is the one that counts: its statistics are sent to every host, or, when it has
     none, every host computes them (the I3D batches are sharded over all of them) and process 0 saves them.
     """
@@ -41,7 +44,7 @@ def evaluate_videos(cfg, videos: np.ndarray, *, mesh=None, progress: bool = Fals
         if stats is None:
             from vdm_jax import data as vdm_data
 
-            real = vdm_data.load_examples(cfg.data, split=REAL_SPLIT, num=cfg.eval.num_samples)["video"]
+            real = vdm_data.load_examples(cfg.data, split=REAL_SPLIT, num=cfg.eval.num_real_clips)["video"]
             features = lambda: i3d_features(real, batch_size=cfg.eval.batch_size, mesh=mesh, progress=progress)
             stats = real_stats(key, cache_dir, features, num_samples=len(real), read_cache=False)
     return compute_metrics(
@@ -68,7 +71,7 @@ def from_process_0(stats: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndar
 
 
 def real_stats_key(cfg) -> RealStatsKey:
-    """The cache key of the real clips FVD compares with: the first eval.num_samples test clips of this dataset as
+    """The cache key of the real clips FVD compares with: the first eval.num_real_clips test clips of this dataset as
     stored (its TFDS builder's full name), at the configured frames, stride and size. Reading the key needs no
     prepared dataset, so cached statistics serve where the data is absent."""
     from vdm_jax.data.catalog import get_builder
@@ -79,13 +82,31 @@ def real_stats_key(cfg) -> RealStatsKey:
         cfg.data.resolution,
         cfg.data.num_frames,
         frame_stride=cfg.data.frame_stride,
-        num_samples=cfg.eval.num_samples,
+        num_samples=cfg.eval.num_real_clips,
         source=get_builder(cfg.data).info.full_name,
     )
 
 
+def prediction_context(cfg, num: int) -> tuple[dict, dict] | None:
+    """What `num` evaluation samples are conditioned on when config.eval.num_cond_frames = k > 0 (else None):
+    ``known`` ({"frames": [num, T, H, W, C] in [-1, 1], "mask": [num, T]}: sample i knows the first k frames of test
+    clip (i // samples_per_clip) mod num_real_clips) and those clips' own labels / captions (`conditioning_batch`'s
+    keyword arguments)."""
+    from vdm_jax.train.context import context_from_dataset
+
+    k, t = cfg.eval.num_cond_frames, cfg.data.num_frames
+    if k == 0:
+        return None
+    clips, own = context_from_dataset(cfg, REAL_SPLIT, 0, cfg.eval.num_real_clips, t)
+    which = (np.arange(num) // cfg.eval.samples_per_clip) % len(clips)
+    mask = np.zeros((num, t), np.float32)
+    mask[:, :k] = 1.0
+    return {"frames": clips[which], "mask": mask}, {name: v[which] for name, v in own.items()}
+
+
 def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progress: bool = False) -> np.ndarray:
-    """`num` videos in batches of `config.eval.batch_size` (one compiled shape), each batch with its own key.
+    """`num` videos in batches of `config.eval.batch_size` (one compiled shape), each batch with its own key;
+    continuations of test clips when config.eval.num_cond_frames > 0 (`prediction_context`).
 
     `sample_fn` comes from `vdm_jax.train.sampling.make_sample_fn` (built once, so it compiles once).
     """
@@ -95,11 +116,24 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
     batch = min(cfg.eval.batch_size, num)
     videos = []
     batches = math.ceil(num / batch)
-    every = conditioning_batch(cfg, batches * batch)  # one label / test caption per sample, read once
+    context = prediction_context(cfg, batches * batch)
+    known, own = context if context is not None else (None, {})
+    every = conditioning_batch(cfg, batches * batch, **own)  # one label / caption per sample, read once
+    part = lambda tree, i: None if tree is None else {k: v[i * batch : (i + 1) * batch] for k, v in tree.items()}
     for i in range(batches):
-        cond = None if every is None else {k: v[i * batch : (i + 1) * batch] for k, v in every.items()}
         rng = jax.random.fold_in(jax.random.key(seed), i)
-        videos.append(generate(sample_fn, params, rest, rng, num=batch, num_frames=cfg.data.num_frames, cond=cond))
+        videos.append(
+            generate(
+                sample_fn,
+                params,
+                rest,
+                rng,
+                num=batch,
+                num_frames=cfg.data.num_frames,
+                cond=part(every, i),
+                known=part(known, i),
+            )
+        )
         if progress:
             logging.info("Sampled batch %d / %d", i + 1, batches)
     return np.concatenate(videos)[:num]
@@ -133,6 +167,8 @@ def evaluate_checkpoint(cfg, workdir: str, *, step: int | None = None) -> dict:
         "nfe": num_function_evals(cfg.sampler),
         "guidance_weight": cfg.sampler.guidance_weight,
         "num_samples": int(len(videos)),
+        "num_cond_frames": cfg.eval.num_cond_frames,
+        "samples_per_clip": cfg.eval.samples_per_clip,
         "sample_seconds": sample_seconds,
         "seconds": time.perf_counter() - t0,
     }

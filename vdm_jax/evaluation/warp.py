@@ -48,7 +48,11 @@ def _pair_error(dis, previous: np.ndarray, current: np.ndarray) -> float:
 
 
 def warp_error_per_video(videos: np.ndarray) -> np.ndarray:
-    """videos: [N, T, H, W, 3], uint8 or float in [-1, 1], T >= 2 -> [N] flow-warping errors (lower is better)."""
+    """videos: [N, T, H, W, 3 or 1 (grey)], uint8 or float in [-1, 1], T >= 2 -> [N] flow-warping errors (lower is
+    better). Grey frames count as RGB frames of three equal channels: the error is the grey levels' error."""
+    videos = np.asarray(videos)
+    if videos.ndim == 5 and videos.shape[-1] == 1:
+        videos = np.repeat(videos, 3, axis=-1)
     videos = to_rgb255(videos)
     if videos.ndim != 5 or videos.shape[1] < 2:
         raise ValueError(f"videos must be [N, T >= 2, H, W, 3]; got shape {videos.shape}")
@@ -64,5 +68,5 @@ def warp_error_per_video(videos: np.ndarray) -> np.ndarray:
 
 
 def warp_error(videos: np.ndarray) -> float:
-    """Mean flow-warping error over videos: [N, T, H, W, 3] -> float (lower is better)."""
+    """Mean flow-warping error over videos: [N, T, H, W, 3 or 1] -> float (lower is better)."""
     return float(np.mean(warp_error_per_video(videos)))

@@ -115,14 +115,16 @@ def with_text_mask(cond: Cond | None) -> Cond | None:
 class ConditionEmbedding(nnx.Module):
     """Noise level + class + pooled text -> FiLM embedding ``[B, emb_dim]``; plus the text sequence for cross-attention.
 
-    The log-SNR gets Fourier features and a two-layer SiLU MLP (Ho et al. 2020 embed t the same way); the class
-    embedding and the projected text pool are added to it.
+    The log-SNR gets Fourier features and a SiLU MLP of ``emb_mlp_layers`` dense layers (Ho et al. 2020 embed t the
+    same way with two; VDM's UCF-101 model has four); the class embedding and the projected text pool are added to it.
     """
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         dtype, e = cfg.compute_dtype, cfg.emb_dim
         self.noise_in = dense(e, e, ("embed", "mlp"), dtype=dtype, rngs=rngs)
+        hidden = [dense(e, e, ("embed", "mlp"), dtype=dtype, rngs=rngs) for _ in range(cfg.emb_mlp_layers - 2)]
+        self.noise_hidden = nnx.List(hidden) if hidden else None  # Two layers: the parameter tree of before.
         self.noise_out = dense(e, e, ("mlp", "embed"), dtype=dtype, rngs=rngs)
         label_init = nnx.with_partitioning(nnx.initializers.normal(1.0), ("vocab", "embed"))
         self.label_embed = (
@@ -151,7 +153,10 @@ class ConditionEmbedding(nnx.Module):
         Without text conditioning, context and context_mask are None.
         """
         cfg = self.cfg
-        emb = self.noise_out(jax.nn.silu(self.noise_in(sinusoidal_embedding(logsnr, cfg.emb_dim))))
+        h = jax.nn.silu(self.noise_in(sinusoidal_embedding(logsnr, cfg.emb_dim)))
+        for layer in self.noise_hidden or ():
+            h = jax.nn.silu(layer(h))
+        emb = self.noise_out(h)
         emb = emb.astype(jnp.float32)
         if self.label_embed is not None:
             emb = emb + self.label_embed(cond["label"]).astype(jnp.float32)

@@ -43,6 +43,7 @@ class ModelConfig:
     head_dim: int = 32
     dropout: float = 0.0
     emb_dim: int = 128
+    emb_mlp_layers: int = 2
     temporal_attention: bool = True
     temporal_identity_init: bool = False
     num_classes: int = 0
@@ -107,6 +108,11 @@ class ModelConfig:
     def level_resolutions(self, resolution: int) -> tuple[int, ...]:
         return tuple(resolution // 2**i for i in range(self.num_levels))
 
+    @property
+    def label_or_text(self) -> bool:
+        """Whether the model is conditioned on class labels or captions (one per video)."""
+        return self.num_classes > 0 or self.text_conditioning != "none"
+
     def attention_levels(self, resolution: int) -> tuple[bool, ...]:
         """Per level: whether its blocks carry spatial (and temporal) attention, for inputs of ``resolution``."""
         return tuple(r in self.attn_resolutions for r in self.level_resolutions(resolution))
@@ -128,6 +134,8 @@ class ModelConfig:
                 fail(key, getattr(self, key), "must be a positive integer")
         if self.emb_dim % 2:
             fail("emb_dim", self.emb_dim, "must be even (sin and cos Fourier features of the noise level)")
+        if self.emb_mlp_layers < 2:
+            fail("emb_mlp_layers", self.emb_mlp_layers, "must be at least 2 (the noise-level MLP's input and output)")
         if not self.channel_mults or any(m <= 0 for m in self.channel_mults):
             fail("channel_mults", self.channel_mults, "must be a non-empty tuple of positive integers, e.g. (1, 2, 2)")
         for key in ("attn_resolutions", "temporal_attn_resolutions"):
