@@ -49,6 +49,7 @@ def main() -> None:
     config = load_config(args.config, args.set)
 
     from vdm_jax.data import DataConfig, make_iterator, prepare
+    from vdm_jax.models import ModelConfig
     from vdm_jax.parallel import make_mesh
 
     cfg = DataConfig(**config.data)
@@ -57,8 +58,15 @@ def main() -> None:
     prepare(cfg)
     prepare_s = time.perf_counter() - t0
     tokens = None if config.model.text_conditioning == "builtin" else 0  # as the trainer: tokenise only if read
+    model = ModelConfig.from_config(config.model)
     it = make_iterator(
-        cfg, split="train", global_batch_size=batch_size, mesh=make_mesh((-1, 1, 1)), seed=0, text_max_length=tokens
+        cfg,
+        split="train",
+        global_batch_size=batch_size,
+        mesh=make_mesh((-1, 1, 1)),
+        seed=0,
+        text_max_length=tokens,
+        conditioned=model.label_or_text,  # as the trainer: image frames from the row's own video
     )
     for _ in range(3):
         next(it)["video"].block_until_ready()

@@ -72,14 +72,14 @@ def test_deterministic_for_a_seed_and_different_across_seeds(tiny_shapes):
     assert not np.array_equal(e0[0]["video"], e1[0]["video"])
 
 
-@pytest.mark.parametrize("stop", [3, 5])  # mid-epoch, and in the second epoch
-def test_restored_iterator_gives_identical_batches(tiny_shapes, stop):
+@pytest.mark.parametrize("stop, conditioned", [(3, False), (5, False), (5, True)])  # mid-epoch, second epoch
+def test_restored_iterator_gives_identical_batches(tiny_shapes, stop, conditioned):
     cfg = dataclasses.replace(tiny_shapes, num_image_frames=2, random_flip=True)
-    it = iterator(cfg)
+    it = iterator(cfg, conditioned=conditioned)
     batches(it, stop)
     state = json.loads(json.dumps(it.get_state()))  # what the checkpoint stores
     expected = batches(it, 3)
-    resumed = iterator(cfg)
+    resumed = iterator(cfg, conditioned=conditioned)
     resumed.set_state(state)
     for x, y in zip(expected, batches(resumed, 3), strict=True):
         for k in x:
@@ -130,11 +130,14 @@ def test_evaluation_batches_take_successive_test_captions(tiny_shapes, monkeypat
     from vdm_jax.train import sampling
 
     model = {"num_classes": 3, "text_conditioning": "builtin"}
-    cfg = ml_collections.ConfigDict({"data": tiny_shapes, "model": model, "eval": {"batch_size": 8}})
+    cfg = ml_collections.ConfigDict(
+        {"data": tiny_shapes, "model": model, "eval": {"batch_size": 8, "num_cond_frames": 0}}
+    )
     captions = list(load_examples(tiny_shapes, "test")["caption"])  # 16 test clips
     seen = []
 
-    def fake_generate(sample_fn, params, rest, rng, *, num, num_frames, cond):
+    def fake_generate(sample_fn, params, rest, rng, *, num, num_frames, cond, known):
+        assert known is None  # unconditional evaluation
         seen.append(cond)
         return np.zeros((num, num_frames, 1, 1, 3), np.float32)
 
@@ -235,3 +238,71 @@ def test_long_range_batches_hold_the_clip_frames_at_their_times(tiny_shapes, tin
         dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=16, long_range_null_prob=1.0)
     with pytest.raises(ValueError, match="set data.long_range_prob > 0"):
         dataclasses.replace(tiny_shapes, long_range_null_prob=0.5)
+
+
+def _source_frames(image: np.ndarray, videos: np.ndarray) -> set[int]:
+    """The videos of `videos` [N, L, H, W, C] that hold `image` [H, W, C] as one of their frames, plain or mirrored."""
+    hit = np.all(videos == image, axis=(2, 3, 4)) | np.all(videos[:, :, :, ::-1] == image, axis=(2, 3, 4))
+    return set(np.flatnonzero(hit.any(axis=1)).tolist())
+
+
+def test_conditioned_models_get_image_frames_of_the_rows_own_video(tiny_shapes, tiny_shapes_videos):
+    """Joint training of a class/text model: each appended image is a frame of the row's own video, so the row's
+    label and caption are true of it (before, frames of other videos under this row's label). The clips themselves
+    are those of an unconditional run, whose images come from other videos."""
+    cfg = dataclasses.replace(tiny_shapes, num_image_frames=3, random_flip=True)
+    stored, labels = tiny_shapes_videos["video"], tiny_shapes_videos["label"]
+    cond, plain = batches(iterator(cfg, conditioned=True), 2), batches(iterator(cfg), 2)
+    outside_clip = foreign = 0
+    for b, u in zip(cond, plain, strict=True):
+        np.testing.assert_array_equal(b["video"][:, :8], u["video"][:, :8])
+        np.testing.assert_array_equal(b["label"], u["label"])
+        np.testing.assert_array_equal(b["segment_ids"][0], [0] * 8 + [1, 2, 3])
+        for i in range(16):
+            n, start, flipped = find_clip(to_uint8(b["video"][i, :8]), stored)
+            assert b["label"][i] == labels[n]
+            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([tiny_shapes_videos["caption"][n]], 64)[0])
+            for image in to_uint8(b["video"][i, 8:]):
+                sources = _source_frames(image, stored)
+                assert n in sources, f"row {i} (video {n}, label {labels[n]}): image from videos {sources}"
+                assert {int(labels[s]) for s in sources} == {int(b["label"][i])}
+                clip = stored[n, start : start + 8]
+                outside_clip += not any(np.array_equal(image, f) or np.array_equal(image, f[:, ::-1]) for f in clip)
+            for image in to_uint8(u["video"][i, 8:]):
+                foreign += n not in _source_frames(image, stored)
+    assert outside_clip > 0  # independent times across the whole video, not the clip's frames
+    assert foreign > 16  # unconditional runs keep drawing images from other videos
+
+
+def test_long_range_clips_of_videos_shorter_than_the_span_are_the_frames_at_their_times(
+    tiny_shapes, tiny_shapes_videos
+):
+    """moving_mnist (20 frames) and BAIR (30) are shorter than the default long_range_span=32. Each training clip
+    is the stored frames start + frame_times * stride of one video (before, the times ran past the last frame while
+    the pixels repeated it). With stride 3 the 16-frame videos hold 6 frames, fewer than a clip of 8: the last frame
+    repeats, and its time with it."""
+    from vdm_jax.data import DataIterator, dataset_spec
+
+    stored = tiny_shapes_videos["video"]  # 16 frames each, every frame the dataset has
+    spec = dataset_spec(tiny_shapes)
+    for stride, frames_held in ((1, 16), (2, 8), (3, 6)):
+        cfg = dataclasses.replace(tiny_shapes, long_range_prob=0.5, long_range_span=32, frame_stride=stride)
+        kw = {"global_batch_size": 16, "mesh": make_mesh((1, 1, 1)), "seed": 0, "text_max_length": 0, "tokenizer": None}
+        it = DataIterator(cfg, dataclasses.replace(spec, frame_stride=stride), split="train", training=True, **kw)
+        long_range = 0
+        for b in batches(it, 3):
+            long_range += int(b["use_known_mask"].sum())
+            for i in range(16):
+                clip, times = to_uint8(b["video"][i]), b["frame_times"][i]
+                assert times.min() >= 0 and times.max() < frames_held, (stride, times)
+                starts = range(16 - times[-1] * stride)
+                found = any(np.array_equal(stored[n, c + times * stride], clip) for n in range(64) for c in starts)
+                assert found, f"stride {stride}, row {i}: no stored video holds these frames at times {times}"
+        if frames_held >= 8:
+            assert long_range > 0
+        else:
+            np.testing.assert_array_equal(b["frame_times"], np.tile([0, 1, 2, 3, 4, 5, 5, 5], (16, 1)))
+            assert long_range == 0
+        ev = DataIterator(cfg, dataclasses.replace(spec, frame_stride=stride), split="test", training=False, **kw)
+        expect = np.minimum(np.arange(8), frames_held - 1)
+        np.testing.assert_array_equal(next(ev)["frame_times"], np.tile(expect, (16, 1)))

@@ -121,3 +121,45 @@ def test_missing_folder_is_a_clear_error(tmp_path):
     cfg = DataConfig(name="video_folder", video_dir=str(tmp_path / "nope"), data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match="is not a directory"):
         prepare(cfg)
+
+
+def _captioned_folder(tmp_path, lines: str) -> DataConfig:
+    """Two GIFs, a.gif and sub/b.gif, and a captions file of `lines`."""
+    (tmp_path / "v" / "sub").mkdir(parents=True)
+    write_gif(str(tmp_path / "v" / "a.gif"), block_frames(4, 32, seed=4))
+    write_gif(str(tmp_path / "v" / "sub" / "b.gif"), block_frames(4, 32, seed=5))
+    (tmp_path / "captions.tsv").write_text(lines)
+    return DataConfig(
+        name="video_folder",
+        video_dir=str(tmp_path / "v"),
+        captions_file=str(tmp_path / "captions.tsv"),
+        data_dir=str(tmp_path / "tfds"),
+        num_frames=4,
+        resolution=32,
+    )
+
+
+def test_captions_file_naming_no_video_is_refused(tmp_path):
+    """Paths written another way than relative to video_dir match no video; before, every clip silently got the
+    empty caption (the null caption), so a text model trained unconditionally."""
+    from vdm_jax.data.video_folder import CaptionsFileError
+    from vdm_jax.errors import UserError
+
+    cfg = _captioned_folder(tmp_path, f"{tmp_path}/v/a.gif\tred blocks\nv/sub/b.gif\tblue blocks\n")
+    with pytest.raises(CaptionsFileError, match="none of its 2 paths is a video") as caught:
+        prepare(cfg)
+    assert isinstance(caught.value, UserError)
+    assert not get_builder(cfg).is_prepared()
+
+
+def test_partly_matching_captions_file_is_built_with_a_warning(tmp_path, caplog):
+    cfg = _captioned_folder(tmp_path, "./a.gif\tred blocks\nsub/c.gif\tno such video\nb.gif\twrong folder\n")
+    with caplog.at_level("WARNING"):
+        prepare(cfg)
+    warning = " ".join(r.getMessage() for r in caplog.records if "no caption" in r.getMessage())
+    assert "1 of 2 videos have no caption" in warning and "sub/b.gif" in warning
+    assert "2 of its 3 lines name no video" in warning
+    captions = {
+        ex["path"].decode(): ex["caption"] for ex in get_builder(cfg).as_dataset(split="train").as_numpy_iterator()
+    }
+    assert captions == {"a.gif": b"red blocks", os.path.join("sub", "b.gif"): b""}

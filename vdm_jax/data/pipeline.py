@@ -48,7 +48,7 @@ MAX_FAR_FRAMES = 3  # long-range windows: at most this many far-back known frame
 
 
 def long_range_window(
-    num_frames: int, span: int, prob: float, seed: tf.Tensor, null_prob: float = 0.0
+    num_frames: int, span: int | tf.Tensor, prob: float, seed: tf.Tensor, null_prob: float = 0.0
 ) -> dict[str, tf.Tensor]:
     """Which `num_frames` frames of a `span`-frame clip one training example holds, and which of them are known.
 
@@ -59,8 +59,9 @@ def long_range_window(
     far back. With probability `null_prob` a long-range window knows no frame, so the unconditional branch of frame
     guidance (`vdm_jax.diffusion.frame_guidance`) meets in training the far-apart times it is asked at sampling (the
     window's times are drawn alike either way). Otherwise T consecutive frames from a random start, whose known
-    frames the train step draws as usual (`vdm_jax.train.frame_masks`). Returns times int32 [T] (frame indices into
-    the span, increasing), known_mask float32 [T] and use_known_mask bool [] (True for a long-range window).
+    frames the train step draws as usual (`vdm_jax.train.frame_masks`). `span` >= T may be a scalar tensor (the frames
+    one video has). Returns times int32 [T] (frame indices into the span, increasing), known_mask float32 [T] and
+    use_known_mask bool [] (True for a long-range window).
     """
     t = num_frames
     s_coin, s_m, s_start, s_far, s_known, s_plain = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
@@ -128,8 +129,10 @@ class DataIterator:
         text_max_length: int,
         training: bool,
         tokenizer: Callable[[list[str], int], np.ndarray] | None,
+        conditioned: bool = False,
     ):
         self.cfg, self.spec, self.split, self.seed, self.training = cfg, spec, split, int(seed), training
+        self.conditioned = conditioned
         self.global_batch_size = global_batch_size
         self.process_count, self.process_index = jax.process_count(), jax.process_index()
         self.local_batch_size = global_batch_size // self.process_count
@@ -211,7 +214,10 @@ class DataIterator:
         frame_seed = _stream_seed(self.seed, epoch, self.process_index, 2)
         image_seed = _stream_seed(self.seed, epoch, self.process_index, 3)
         ds = self._records(epoch, stream=0).enumerate()
-        if cfg.num_image_frames:
+        if cfg.num_image_frames and self.conditioned:
+            # Independent images from the clip's own video, so that its label and caption are true of them too.
+            ds = ds.map(lambda i, ex: ((i, ex), self._pick_own_images(i, ex, image_seed)))
+        elif cfg.num_image_frames:
             # Independent images: frames of other videos, from a second, differently shuffled pass over the data.
             images = self._records(epoch, stream=1).repeat().enumerate()
             images = images.map(lambda i, ex: self._pick_image(i, ex, image_seed))
@@ -232,13 +238,26 @@ class DataIterator:
         t = tf.random.stateless_uniform([], _op_seed(seed, index, 0), 0, tf.shape(frames)[0], tf.int32)
         return frames[t]
 
+    def _pick_own_images(self, index: tf.Tensor, example: dict, seed: int) -> tf.Tensor:
+        """num_image_frames encoded frames of the example's video at independent uniform times: tf.string [K]."""
+        frames = example[self.spec.frames_key]
+        k = self.cfg.num_image_frames
+        t = tf.random.stateless_uniform([k], _op_seed(seed, index, 1), 0, tf.shape(frames)[0], tf.int32)
+        return tf.gather(frames, t)
+
     def _process(self, index: tf.Tensor, example: dict, image_strings: tf.Tensor, seed: int) -> dict:
         cfg, spec = self.cfg, self.spec
         encoded = example[spec.frames_key]
         length = tf.shape(encoded)[0]
         long_range = cfg.long_range_prob > 0
         frames = clip_frames(cfg)  # the span a training clip is cut from (long_range_span for long-range windows)
-        span = (frames - 1) * spec.frame_stride + 1
+        if long_range:
+            # A video shorter than long_range_span (moving_mnist: 20 frames, BAIR: 30) gives the frames it has, so
+            # frame_times are the times of the frames read; `have` = frames wherever the video is long enough.
+            have = tf.minimum(frames, (length - 1) // spec.frame_stride + 1)
+            span = (have - 1) * spec.frame_stride + 1
+        else:
+            span = (frames - 1) * spec.frame_stride + 1
         if self.training:
             start = tf.random.stateless_uniform(
                 [], _op_seed(seed, index, 0), 0, tf.maximum(length - span, 0) + 1, tf.int32
@@ -247,14 +266,23 @@ class DataIterator:
             start = tf.constant(0, tf.int32)
         idx = clip_indices(length, frames, spec.frame_stride, start)
         if long_range:  # Training clips carry their frames' times, and long-range ones their known frames.
+            zeros = tf.zeros([cfg.num_frames])
+            # A video shorter than one clip repeats its last frame, and says so in its times.
+            repeat_last = tf.minimum(tf.range(cfg.num_frames), have - 1)
+            plain = {"times": repeat_last, "known_mask": zeros, "use_known_mask": tf.constant(False)}
             if self.training:
                 window_seed = tf.random.experimental.stateless_split(_op_seed(seed, index, 0), 2)[1]
                 window = long_range_window(
-                    cfg.num_frames, frames, cfg.long_range_prob, window_seed, cfg.long_range_null_prob
+                    cfg.num_frames,
+                    tf.maximum(have, cfg.num_frames),
+                    cfg.long_range_prob,
+                    window_seed,
+                    cfg.long_range_null_prob,
                 )
+                short = have < cfg.num_frames
+                window = {k: tf.where(short, plain[k], window[k]) for k in window}
             else:
-                zeros = tf.zeros([cfg.num_frames])
-                window = {"times": tf.range(cfg.num_frames), "known_mask": zeros, "use_known_mask": tf.constant(False)}
+                window = plain
             idx = tf.gather(idx, window["times"])
         video = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
         video = self._maybe_flip(video, _op_seed(seed, index, 1))
@@ -349,6 +377,7 @@ def make_iterator(
     text_max_length: int | None = None,
     training: bool | None = None,
     tokenizer: Callable[[list[str], int], np.ndarray] | None = None,
+    conditioned: bool = False,
 ) -> DataIterator:
     """Global batches of `cfg`'s dataset (prepared first with `prepare(cfg)`).
 
@@ -362,6 +391,9 @@ def make_iterator(
     Each process reads global_batch_size / process_count examples per batch. training (default: split == 'train')
     shuffles, picks random clip starts, flips (random_flip) and repeats forever; otherwise one ordered pass, clips from
     frame 0. `tokenizer(texts, max_length) -> int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`.
+    The appended images are frames of other videos, unless `conditioned` (a model that reads the label or caption:
+    model.num_classes > 0 or model.text_conditioning != 'none'): then frames of the row's own video, at random times,
+    so that the row's label and caption hold for them too.
     """
     hide_accelerators_from_tf()
     if global_batch_size < 1 or global_batch_size % jax.process_count():
@@ -388,4 +420,5 @@ def make_iterator(
         text_max_length=text_max_length,
         training=(split == "train") if training is None else training,
         tokenizer=tokenizer,
+        conditioned=conditioned,
     )

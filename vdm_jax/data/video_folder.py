@@ -2,7 +2,9 @@
 
 Layout: `video_dir/**/*.{mp4,avi,webm,mov,mkv,gif,m4v}`. If every video sits inside a first-level subfolder, those
 folder names are the classes (sorted; feature `label`). An optional captions file holds `relative/path.mp4<TAB>caption`
-lines (feature `caption`; videos without a line get an empty caption).
+lines (feature `caption`; videos without a line get an empty caption, the null caption of classifier-free guidance).
+The build logs how many videos have no caption and how many lines name no video, and refuses a captions file none of
+whose paths is a video of the folder.
 
 Each video is decoded with PyAV, every `frame_stride`-th frame kept, centre-cropped to a square, resized with
 antialiasing to `resolution`, and cut into consecutive clips of `num_frames` frames. A corrupt or undecodable file is
@@ -26,6 +28,11 @@ from absl import logging
 from etils import epath
 
 from vdm_jax.data.video_decode import VIDEO_EXTENSIONS, VideoDecodeError, cut_clips, read_video
+from vdm_jax.errors import UserError
+
+
+class CaptionsFileError(UserError, ValueError):
+    """A captions file that names none of the folder's videos; the message shows paths of both."""
 
 
 def list_videos(video_dir: str) -> list[str]:
@@ -61,6 +68,33 @@ def read_captions(captions_file: str) -> dict[str, str]:
             path, text = line.split("\t", 1)
             captions[os.path.normpath(path)] = text.strip()
     return captions
+
+
+def check_captions(relpaths: list[str], captions: dict[str, str], captions_file: str, video_dir: str) -> None:
+    """Logs how many videos have no caption and how many caption lines name no video; raises a CaptionsFileError
+    when no line names a video (every clip would get the empty caption)."""
+    videos = {os.path.normpath(p) for p in relpaths}
+    uncaptioned = sorted(videos - set(captions))
+    unmatched = sorted(set(captions) - videos)
+    if len(uncaptioned) == len(videos):
+        raise CaptionsFileError(
+            f"data.captions_file={captions_file!r}: none of its {len(captions)} paths is a video of "
+            f"data.video_dir={video_dir!r} (e.g. {unmatched[:3]}; the folder holds e.g. {uncaptioned[:3]}); write "
+            "each path relative to video_dir, as 'relative/path.mp4<TAB>caption'"
+        )
+    if uncaptioned or unmatched:
+        logging.warning(
+            "video_folder: %d of %d videos have no caption in %s and get the empty caption (e.g. %s); %d of its %d "
+            "lines name no video in %s (e.g. %s)",
+            len(uncaptioned),
+            len(videos),
+            captions_file,
+            ", ".join(uncaptioned[:3]),
+            len(unmatched),
+            len(captions),
+            video_dir,
+            ", ".join(unmatched[:3]),
+        )
 
 
 @dataclasses.dataclass
@@ -140,6 +174,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             )
         names = class_names(relpaths)
         captions = read_captions(cfg.captions_file) if cfg.captions_file else {}
+        if cfg.captions_file:
+            check_captions(relpaths, captions, cfg.captions_file, cfg.video_dir)
         skipped: dict[str, str] = {}
         num_clips = 0
         for rel in relpaths:
