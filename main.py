@@ -12,6 +12,7 @@ Any config key can be overridden: --config.train.num_steps=100 --config.model.ch
 The logic lives in `vdm_jax` so that notebooks can call it; this file only parses flags.
 """
 
+import logging as pylogging
 import sys
 
 from absl import app, flags, logging
@@ -101,7 +102,8 @@ class _QuietLibraries:
     def filter(self, record) -> bool:
         if "/orbax/" in record.pathname and any(m in record.getMessage() for m in self.EXPECTED):
             return False
-        return record.levelno >= logging.WARNING or not any(n in record.pathname for n in self.NOISY)
+        # Records carry the standard library's levels (absl's logging.WARNING is -1, its own numbering).
+        return record.levelno >= pylogging.WARNING or not any(n in record.pathname for n in self.NOISY)
 
 
 _SAMPLE_ONLY = (
@@ -138,8 +140,16 @@ def _check_flags_apply() -> None:
         )
     if mode == "sample":
         conditioned = _COND_VIDEO.value or _COND_SPLIT.value
+        if _NUM_SAMPLES.value < 1:
+            raise app.UsageError(f"--num_samples={_NUM_SAMPLES.value} must be at least 1")
         if _given(_COND_INDEX) and not _COND_SPLIT.value:
             raise app.UsageError("--cond_index picks clips of --cond_split; give --cond_split too")
+        if _given(_NUM_COND_FRAMES) and not conditioned:
+            raise app.UsageError(
+                "--num_cond_frames counts frames of --cond_video or --cond_split clips; give one of them too"
+            )
+        if _given(_KEY_CONTEXT) and not _KEYFRAME_STRIDE.value:
+            raise app.UsageError("--key_context applies to keyframes: give --keyframe_stride too")
         longer = _NUM_FRAMES.value not in (0, _CONFIG.value.data.num_frames)
         chunked = conditioned or longer or _KEYFRAME_STRIDE.value or _KEYFRAME_WORKDIR.value or _MEMORY.value
         if _CANDIDATES.value != 1 and not chunked:

@@ -31,6 +31,19 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def check_args(renoise_from: float, overlap: int, k: int, t: int) -> None:
+    """Exits with the reason unless the pool's examples can be made: a frame to generate and a known one in each
+    (0 < overlap < T), from a prediction of 0 < k < T frames or a re-noising time 0 < t0 < 1."""
+    if not 0 < overlap < t:
+        raise SystemExit(
+            f"--overlap={overlap}: each example needs a known frame and one to generate; give 0 < --overlap < T={t}"
+        )
+    if renoise_from and not 0.0 < renoise_from < 1.0:
+        raise SystemExit(f"--renoise_from={renoise_from} must be in (0, 1) (0: the model's own prediction)")
+    if not renoise_from and not 0 < k < t:
+        raise SystemExit(f"--k={k}: the first chunk is predicted from 0 < --k < T={t} real frames")
+
+
 def renoised_examples(model, rng, clips: np.ndarray, t0: float, overlap: int) -> tuple[np.ndarray, np.ndarray]:
     """clips [N, T, ...] (real) -> (video [N, T, ...]: the model's SDEdit of frames 0 .. overlap - 1 from time t0,
     then the real frames; known_mask [N, T], 1 on the first `overlap` frames)."""
@@ -38,6 +51,7 @@ def renoised_examples(model, rng, clips: np.ndarray, t0: float, overlap: int) ->
 
     if not 0.0 < t0 < 1.0:
         raise SystemExit(f"--renoise_from={t0} must be in (0, 1)")
+    check_args(t0, overlap, 1, clips.shape[1])
     none_known = np.zeros(clips.shape[:2], np.float32)
     renoised = np.asarray(sample_with_known(model, rng, clips, none_known, start=clips, start_time=t0), np.float32)
     video = np.concatenate([renoised[:, :overlap], clips[:, overlap:]], axis=1).astype(np.float32)
@@ -70,6 +84,7 @@ def main(argv=None) -> dict:
     if not cfg.model.frame_conditioning:
         raise SystemExit(f"{args.workdir} is not a frame-conditioned run (config.model.frame_conditioning=True)")
     t = cfg.data.num_frames
+    check_args(args.renoise_from, args.overlap, args.k, t)  # before any data is read or frame sampled
     clip_cfg = dataclasses.replace(cfg.data, num_frames=t if args.renoise_from else 2 * t - args.overlap)
     vdm_data.prepare(clip_cfg)
     clips = vdm_data.load_examples(clip_cfg, split="train", num=args.num)["video"]

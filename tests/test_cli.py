@@ -56,6 +56,9 @@ def test_unknown_override_key_is_rejected_clearly(tmp_path):
         (["--mode=sample", "--candidates=4"], "--candidates applies to sampling chunk by chunk"),
         (["--mode=sample", "--num_frames=8", "--candidates=4"], "--candidates applies"),  # 8: the model's own
         (["--mode=sample", "--cond_index=3"], "--cond_index picks clips of --cond_split"),
+        (["--mode=sample", "--num_cond_frames=3"], "--num_cond_frames counts frames of --cond_video or --cond_split"),
+        (["--mode=sample", "--key_context=1"], "--key_context applies to keyframes"),
+        (["--mode=sample", "--num_samples=0"], "--num_samples=0 must be at least 1"),
     ],
 )
 def test_flags_the_mode_would_ignore_are_refused(tmp_path, flags, message):
@@ -115,6 +118,26 @@ def test_typed_boundary_names_the_bad_key():
         configuration.from_config_dict(config)
     config = load_config_file(str(ROOT / "configs/default.py"), ["parallel.mesh_shape=(1,1,4)"])
     with pytest.raises(configuration.ConfigError, match="the tensor axis"):
+        configuration.from_config_dict(config)
+
+
+def test_guidance_needs_a_trained_null_conditioning():
+    """Classifier-free guidance mixes in the model told the null class / empty caption; with cond_drop_prob = 0
+    training never shows it that, so the combination is refused (with dropout it is accepted)."""
+    base = ["model.num_classes=3", "sampler.guidance_weight=2.0"]
+    configuration.from_config_dict(
+        load_config_file(str(ROOT / "configs/default.py"), [*base, "model.cond_drop_prob=0.1"])
+    )
+    config = load_config_file(str(ROOT / "configs/default.py"), [*base, "model.cond_drop_prob=0.0"])
+    with pytest.raises(configuration.ConfigError, match="guidance_weight > 0 .*cond_drop_prob=0 never trains"):
+        configuration.from_config_dict(config)
+
+
+def test_prediction_evaluation_must_leave_frames_to_predict():
+    ok = load_config_file(str(ROOT / "configs/default.py"), ["eval.num_cond_frames=7"])
+    assert configuration.from_config_dict(ok).eval.num_cond_frames == 7
+    config = load_config_file(str(ROOT / "configs/default.py"), ["eval.num_cond_frames=8"])
+    with pytest.raises(configuration.ConfigError, match="num_cond_frames=8: prediction must leave frames"):
         configuration.from_config_dict(config)
 
 
@@ -179,3 +202,20 @@ def test_readme_test_command_is_what_ci_runs():
     commands = re.findall(r"^(python3 -m venv .*pytest.*)$", readme, flags=re.M)
     assert len(commands) == 1, "the README must show exactly one test command"
     assert commands[0] in ci, "the README's test command and .ci/run have drifted apart"
+
+
+def test_library_info_chatter_is_filtered_and_warnings_pass():
+    """Records carry the standard library's levels (absl's logging.WARNING is -1: compared with it, every INFO line
+    of Orbax and TFDS passed the filter)."""
+    import logging
+
+    import main
+
+    quiet = main._QuietLibraries()
+
+    def record(level, path):
+        return logging.LogRecord("absl", level, path, 1, "a message", None, None)
+
+    assert not quiet.filter(record(logging.INFO, "/site-packages/orbax/checkpoint/checkpoint_manager.py"))
+    assert quiet.filter(record(logging.WARNING, "/site-packages/orbax/checkpoint/checkpoint_manager.py"))
+    assert quiet.filter(record(logging.INFO, "/repo/vdm_jax/train/loop.py"))

@@ -115,15 +115,59 @@ def _check_across_groups(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             "config.data.long_range_prob > 0 and config.train.context_pool both choose known frames per clip; use one"
         )
-    if cfg.sampler.guidance_weight and not (cfg.model.num_classes or cfg.model.text_conditioning != "none"):
+    if cfg.eval.num_cond_frames >= cfg.data.num_frames:
+        raise ConfigError(
+            f"config.eval.num_cond_frames={cfg.eval.num_cond_frames}: prediction must leave frames to predict of the "
+            f"{cfg.data.num_frames}-frame clips (config.data.num_frames); use 1 .. {cfg.data.num_frames - 1}, or 0"
+        )
+    if cfg.sampler.guidance_weight and not cfg.model.label_or_text:
         raise ConfigError(
             "config.sampler.guidance_weight > 0 needs a conditional model "
             "(config.model.num_classes > 0 or config.model.text_conditioning != 'none')"
+        )
+    if cfg.sampler.guidance_weight and cfg.model.cond_drop_prob == 0:
+        raise ConfigError(
+            "config.sampler.guidance_weight > 0 mixes in the model told the null class / empty caption, which "
+            "config.model.cond_drop_prob=0 never trains; train with cond_drop_prob > 0 (e.g. 0.1) or set "
+            "guidance_weight=0"
         )
     if cfg.sampler.frame_guidance_weight and not cfg.model.frame_conditioning:
         raise ConfigError(
             "config.sampler.frame_guidance_weight > 0 guides a model that reads known frames: it needs "
             "config.model.frame_conditioning=True (or set it to 0)"
+        )
+
+
+def check_dataset_conditioning(cfg: ExperimentConfig, spec) -> None:
+    """Raises ConfigError unless the dataset (`vdm_jax.data.dataset_spec(cfg.data)`) gives the class labels and
+    captions the model is conditioned on: labels 0 .. num_classes - 1 exactly (a label >= num_classes would be the
+    null class or out of the embedding's range), and captions for the built-in text encoder."""
+    name, classes = cfg.data.name, cfg.model.num_classes
+    if classes > 0 and spec.label_key is None:
+        raise ConfigError(
+            f"config.model.num_classes={classes} but data.name={name!r} has no class labels; "
+            "set config.model.num_classes=0 (or use a labelled dataset)"
+        )
+    if classes > 0 and classes != spec.num_classes:
+        raise ConfigError(
+            f"config.model.num_classes={classes} but data.name={name!r} has {spec.num_classes} classes (labels 0 .. "
+            f"{spec.num_classes - 1}); set config.model.num_classes={spec.num_classes}"
+        )
+    if cfg.model.text_conditioning == "builtin" and spec.caption_key is None:
+        raise ConfigError(
+            f"config.model.text_conditioning='builtin' but data.name={name!r} has no captions "
+            "(video_folder: set config.data.captions_file); set config.model.text_conditioning='none'"
+        )
+
+
+def check_runnable_from_main(cfg: ExperimentConfig) -> None:
+    """Raises ConfigError for a model that training, sampling and evaluation here cannot feed: precomputed text
+    embeddings come from no dataset, so `text_conditioning='precomputed'` is for library use only."""
+    if cfg.model.text_conditioning == "precomputed":
+        raise ConfigError(
+            "config.model.text_conditioning='precomputed' takes text embeddings that no dataset here supplies: it is "
+            "for library use (vdm_jax.train.conditional.sample_with_known(..., cond={'text_embeddings': ...})), not "
+            "for training, sampling or evaluation runs; use 'builtin' (captions) or 'none'"
         )
 
 

@@ -269,6 +269,21 @@ def test_extend_with_memory_gives_each_chunk_far_frames_at_their_times(monkeypat
         conditional.extend(m, jax.random.key(0), ctx, 8, overlap=2, memory=4)
 
 
+def test_memory_beyond_the_far_frames_training_shows_is_refused():
+    """Long-range windows hold m ~ U{1 .. min(3, T - 2)} far frames (vdm_jax.data.pipeline.long_range_window): a
+    chunk with more is a window the model never saw, refused before any sampling; up to that many is accepted."""
+    for t, most in [(6, 3), (8, 3), (4, 2)]:
+        overrides = [*TINY, "model.frame_conditioning=True", "data.long_range_prob=0.5", f"data.num_frames={t}"]
+        cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+        assert conditional.check_memory(cfg, most, 1, t) is None
+        if most + 2 < t:  # room for one more far frame besides one overlap frame and one new frame
+            with pytest.raises(ValueError, match=rf"memory={most + 1}: .* at most {most} far-back frames"):
+                conditional.check_memory(cfg, most + 1, 1, t)
+    m = tiny_model("model.frame_conditioning=True", "data.long_range_prob=0.5", "data.num_frames=6")
+    with pytest.raises(ValueError, match="give memory <= 3"):
+        conditional.extend(m, jax.random.key(0), jnp.zeros((1, 1, 8, 8, 3)), 12, overlap=1, memory=4)
+
+
 def test_frame_times_reach_the_network(model):
     """Consecutive frame_times are the default; spreading the same frames apart in time changes the samples."""
     fc = tiny_model("model.frame_conditioning=True", "data.long_range_prob=0.5")
@@ -524,6 +539,9 @@ def test_avgpool_and_upsample_round_trip_and_super_resolve_shapes(model):
     cfg = dataclasses.replace(model.cfg, sampler=dataclasses.replace(model.cfg.sampler, recon_guidance_weight=4.0))
     out = super_resolve(model._replace(cfg=cfg), jax.random.key(0), y[:, :2])
     assert out.shape == (2, 2, 8, 8, 3) and np.all(np.isfinite(out))
+    # The default weight is f² times the known-frames weight (f = 2 here), the like-for-like constant.
+    explicit = super_resolve(model._replace(cfg=cfg), jax.random.key(0), y[:, :2], weight=16.0)
+    np.testing.assert_array_equal(out, explicit)
     with pytest.raises(ValueError, match="needs a weight > 0"):
         super_resolve(model, jax.random.key(0), y[:, :2])
     with pytest.raises(ValueError, match="multiple of h"):

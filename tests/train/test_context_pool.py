@@ -72,6 +72,63 @@ def test_unusable_pools_are_refused_with_the_reason(tmp_path, kwargs, cfg_extra,
         ContextPool(str(tmp_path / "missing.npz"), config(), fraction=0.5, seed=0)
 
 
+def test_a_pool_that_would_fill_no_row_or_holds_no_example_is_refused(tmp_path):
+    """round(fraction x local batch) = 0 (0.5 of 1 row, 0.1 of 4) would log the fraction and never train on the
+    pool; an empty pool would fail at the first step's draw. Both are refused when the pool is opened, before any
+    step; the smallest batches that do take a row still work."""
+    path = pool_file(tmp_path)
+    for fraction, batch in [(0.5, 1), (0.1, 4), (0.1, 5)]:
+        with pytest.raises(ContextPoolError, match=rf"context_pool_fraction={fraction} of a process-local batch of "):
+            ContextPool(path, config(f"train.batch_size={batch}"), fraction=fraction, seed=0)
+    for fraction, batch, rows in [(0.5, 3, 2), (0.1, 6, 1), (1.0, 1, 1)]:
+        pool = ContextPool(path, config(f"train.batch_size={batch}"), fraction=fraction, seed=0)
+        assert pool.rows == rows
+        assert pool.mix(local_batch(batch), step=0)["use_known_mask"].sum() == rows
+    empty = str(tmp_path / "empty.npz")
+    save_pool(empty, np.zeros((0, T, R, R, 3), np.float32), np.zeros((0, T), np.float32))
+    with pytest.raises(ContextPoolError, match="holds no example"):
+        ContextPool(empty, config(), fraction=0.5, seed=0)
+
+
+def test_own_context_pool_builder_checks_overlap_before_sampling(monkeypatch, tmp_path):
+    """benchmarks/own_context.py: --overlap outside 0 < overlap < T exits with the reason before any clip is read
+    or sampled, on both paths (--renoise_from too: overlap 0 wrote examples with no known frame)."""
+    from benchmarks import own_context
+    from vdm_jax import data as vdm_data
+
+    def no_data(cfg):
+        raise AssertionError("read the dataset before checking the arguments")
+
+    monkeypatch.setattr(vdm_data, "prepare", no_data)
+    (tmp_path / "config.json").write_text(config().to_json())
+    base = ["--workdir", str(tmp_path), "--out", str(tmp_path / "pool.npz")]
+    for extra in (
+        ["--overlap=0"],
+        [f"--overlap={T}"],
+        ["--overlap=0", "--renoise_from=0.5"],
+        ["--overlap=4", "--renoise_from=0.5"],
+    ):
+        with pytest.raises(SystemExit, match=r"--overlap=\d+: each example needs a known frame"):
+            own_context.main([*base, *extra])
+    with pytest.raises(SystemExit, match=r"--renoise_from=1.5 must be in \(0, 1\)"):
+        own_context.main([*base, "--overlap=2", "--renoise_from=1.5"])
+    with pytest.raises(SystemExit, match=r"--k=4: the first chunk"):
+        own_context.main([*base, "--overlap=2", "--k=4"])
+
+    class Model:
+        cfg = config()
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled before checking the overlap")
+
+    from vdm_jax.train import conditional
+
+    monkeypatch.setattr(conditional, "sample_with_known", no_sampling)
+    clips = np.zeros((2, T, R, R, 3), np.float32)
+    with pytest.raises(SystemExit, match="--overlap=0"):
+        own_context.renoised_examples(Model(), jax.random.key(0), clips, 0.5, 0)
+
+
 def test_own_context_examples_are_the_second_chunk_of_an_extension(monkeypatch):
     """The example window starts at T - overlap: the model's frames there are known, the real clip's after them are
     the targets (a stand-in for `predict` marks which frames it generated)."""

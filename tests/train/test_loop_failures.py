@@ -115,3 +115,110 @@ def test_a_run_is_restored_only_under_its_own_defining_settings(tmp_path, moving
     # A setting that only matters under another one (the shift of the shifted cosine) is free where neither uses it.
     free = _config(moving_shapes_dir, "diffusion.parameterization=eps", "diffusion.shift_base_resolution=32")
     assert loop.restore_for_inference(free, str(tmp_path), None)[3] == 1
+
+
+def test_a_run_restored_without_its_shape_changing_settings_is_told_the_flags(tmp_path, moving_shapes_dir):
+    """Sampling a frame-conditioned run without --config.model.frame_conditioning=True changes the input kernel's
+    shape too: the message names the setting and its flag (before: 'written by a different model ... use a new
+    --workdir', wrong advice for sampling)."""
+    from vdm_jax.train.checkpoint import CheckpointMismatchError
+
+    runs.write_checkpoint(tmp_path, *runs.TINY, "--config.model.frame_conditioning=True")
+    with pytest.raises(CheckpointMismatchError) as err:
+        loop.restore_for_inference(_config(moving_shapes_dir), str(tmp_path), None)
+    assert "--config.model.frame_conditioning=True" in str(err.value)
+    assert "different model" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "message"),
+    [
+        # moving_shapes labels its clips 0 .. 2: label 2 would be the null class of a 2-class model.
+        (("model.num_classes=2",), configuration.ConfigError, "has 3 classes .* set config.model.num_classes=3"),
+        (("model.num_classes=4",), configuration.ConfigError, "has 3 classes"),
+        (("model.text_conditioning=precomputed", "model.text_embed_dim=16"), configuration.ConfigError, "library use"),
+    ],
+)
+def test_conditioning_the_dataset_cannot_supply_is_refused_before_compiling(
+    tmp_path, moving_shapes_dir, monkeypatch, extra, error, message
+):
+    """A class count other than the dataset's, or text embeddings no dataset gives, is a ConfigError before the
+    step is compiled and before the workdir is written (the matching count trains: tests/train/test_step.py)."""
+
+    def not_reached(*args, **kwargs):
+        raise AssertionError("compiled the step of a config the dataset cannot feed")
+
+    monkeypatch.setattr(loop, "compile_train_step", not_reached)
+    workdir = tmp_path / "run"
+    with pytest.raises(error, match=message):
+        loop.train_and_evaluate(_config(moving_shapes_dir, *extra), str(workdir))
+    assert not workdir.exists()
+
+
+def test_dataset_conditioning_check_names_what_the_dataset_lacks(moving_shapes_dir):
+    """Labels or captions the model reads and the dataset does not have; what it has is accepted."""
+    import types
+
+    from vdm_jax import data as vdm_data
+
+    labelled = _config(moving_shapes_dir, "model.num_classes=3", "model.text_conditioning=builtin")
+    vdm_data.prepare(labelled.data)
+    configuration.check_dataset_conditioning(labelled, vdm_data.dataset_spec(labelled.data))  # 3 classes, captions
+    bare = types.SimpleNamespace(label_key=None, num_classes=0, caption_key=None)
+    with pytest.raises(configuration.ConfigError, match="num_classes=3 but data.name='moving_shapes' has no class"):
+        configuration.check_dataset_conditioning(labelled, bare)
+    with pytest.raises(configuration.ConfigError, match="'builtin' but data.name='moving_shapes' has no captions"):
+        configuration.check_dataset_conditioning(_config(moving_shapes_dir, "model.text_conditioning=builtin"), bare)
+    configuration.check_dataset_conditioning(_config(moving_shapes_dir), bare)  # an unconditional model: anything
+
+
+def test_samples_of_a_precomputed_text_model_are_refused(moving_shapes_dir):
+    """Sampling and evaluation take their conditioning from `conditioning_batch`: no dataset holds text
+    embeddings, so a precomputed-text model is refused there with the library route (it returned None, and the
+    model then failed on its missing input)."""
+    cfg = _config(moving_shapes_dir, "model.text_conditioning=precomputed", "model.text_embed_dim=16")
+    with pytest.raises(configuration.ConfigError, match=r"library use .*sample_with_known"):
+        loop.conditioning_batch(cfg, 2)
+
+
+@pytest.mark.parametrize("extra, conditioned", [((), False), (("model.num_classes=3",), True)])
+def test_the_loop_takes_image_frames_from_the_rows_own_video_for_conditioned_models(
+    tmp_path, moving_shapes_dir, monkeypatch, extra, conditioned
+):
+    """Joint training's image frames carry the row's label / caption: the loop asks the data for frames of the
+    row's own video when the model is class- or caption-conditioned (tests/data/test_pipeline.py checks the frames)."""
+    from vdm_jax import data as vdm_data
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("conditioned", False))
+        raise Stop
+
+    monkeypatch.setattr(vdm_data, "make_iterator", spy)
+    with pytest.raises(Stop):
+        loop.train_and_evaluate(_config(moving_shapes_dir, "data.num_image_frames=2", *extra), str(tmp_path / "run"))
+    assert asked == [conditioned]
+
+
+@pytest.mark.parametrize("source_temporal", [False, True])
+def test_identity_init_overwritten_by_the_sources_temporal_layers_is_reported(
+    tmp_path, moving_shapes_dir, caplog, source_temporal
+):
+    """init_from an image model into a video model with temporal_identity_init: a source with temporal layers of
+    its own replaces the identity start, and a warning says so; a source without them loads silently."""
+    import jax
+
+    from vdm_jax.train.compile import new_model
+    from vdm_jax.train.state import init_state, make_optimizer
+
+    runs.write_checkpoint(tmp_path, *runs.TINY, f"--config.model.temporal_attention={source_temporal}")
+    cfg = _config(moving_shapes_dir, "model.temporal_identity_init=True")
+    state = jax.jit(lambda: init_state(new_model(cfg), make_optimizer(cfg.train))[1])()
+    with caplog.at_level("WARNING"):
+        loop._load_init_from(state, str(tmp_path / "checkpoints"), temporal_identity_init=True)
+    warned = [r for r in caplog.records if "temporal_identity_init" in r.getMessage()]
+    assert len(warned) == int(source_temporal)

@@ -120,3 +120,22 @@ def test_continuing_clips_gives_each_video_its_own_clips_caption(data_dir, monke
     np.testing.assert_array_equal(seen["label"], clips["label"][3:5])
     np.testing.assert_array_equal(seen["text_tokens"], tokens(clips["caption"][3:5], cfg))
     assert (tmp_path / "samples" / "cond_step5.npz").exists()
+
+
+def test_sample_files_are_written_by_process_0_and_a_replacement_is_announced(tmp_path, monkeypatch, caplog):
+    import jax
+
+    from vdm_jax.train import sampling
+
+    videos = np.zeros((2, 3, 4, 4, 3), np.float32)
+    marked = np.zeros((2, 3), bool)
+    paths = sampling._write_samples(str(tmp_path), "cond_step1", videos, marked=marked, context=videos[:, :1])
+    saved = np.load(paths["npz"])
+    assert sorted(saved.files) == ["context", "marked", "videos"]
+    assert all((tmp_path / f"cond_step1.{ext}").stat().st_size > 0 for ext in ("gif", "mp4"))
+    with caplog.at_level("WARNING"):
+        sampling._write_samples(str(tmp_path), "cond_step1", videos + 0.5)
+    assert any("Replacing the earlier samples cond_step1" in r.getMessage() for r in caplog.records)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)  # another host of a multi-host run: writes nothing
+    sampling._write_samples(str(tmp_path / "other"), "x", videos)
+    assert not (tmp_path / "other").exists()

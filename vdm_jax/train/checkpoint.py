@@ -48,6 +48,7 @@ DEFINING = {
         "temporal_attn_resolutions",
         "head_dim",
         "emb_dim",
+        "emb_mlp_layers",
         "temporal_attention",
         "num_classes",
         "text_conditioning",
@@ -137,12 +138,23 @@ class Checkpointer:
             raise CheckpointMismatchError(
                 f"the checkpoint at {self.directory} (step {step}) was written by a different model: "
                 f"{len(shapes)} shape mismatch(es) {lines}, {len(missing)} array(s) missing {missing[:3]}, "
-                f"{len(extra)} unexpected {extra[:3]}. Use a new --workdir for a new model, or "
-                "--config.train.init_from=<that checkpoint dir> to start from the weights that match."
+                f"{len(extra)} unexpected {extra[:3]}. Use a new --workdir for a new model (with "
+                f"--config.train.init_from={self.directory} there to start from the weights that match; a workdir "
+                "that holds checkpoints resumes them and ignores init_from)."
             )
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, Any, dict]:
-        """Returns (state, data-iterator state, config dict) of `step`, placed per `abstract_state`'s shardings."""
+    def stored_config(self, step: int) -> dict:
+        """The config (as a dict) of the run that wrote `step`."""
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+    def restore(self, step: int, abstract_state: Any, cfg=None) -> tuple[Any, Any, dict]:
+        """Returns (state, data-iterator state, config dict) of `step`, placed per `abstract_state`'s shardings.
+
+        With `cfg`, the run's defining settings are checked first (`check_same_run`): a run restored under other
+        settings is told which flags restore them, also where those settings change the arrays' shapes too (which
+        `check_compatible` would otherwise report as another model)."""
+        if cfg is not None:
+            check_same_run(self.stored_config(step), cfg, self.directory)
         self.check_compatible(step, abstract_state)
         restored = self.manager.restore(
             step,

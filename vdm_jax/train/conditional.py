@@ -381,7 +381,7 @@ def memory_frames(before: int, memory: int) -> np.ndarray:
 
 def check_memory(cfg, memory: int, overlap: int, chunk: int) -> None:
     """Raises ValueError unless chunks of `chunk` frames can hold `memory` far-back frames besides `overlap` recent
-    ones, with a model trained for it."""
+    ones, with a model trained for it: on long-range windows, which hold at most min(3, T - 2) far frames."""
     if memory == 0:
         return
     if memory < 0 or memory + overlap >= chunk:
@@ -393,6 +393,14 @@ def check_memory(cfg, memory: int, overlap: int, chunk: int) -> None:
         raise ValueError(
             "memory > 0 needs a frame-conditioned model trained on long-range windows (config.model."
             "frame_conditioning=True and config.data.long_range_prob > 0); this model has never seen far-back frames"
+        )
+    from vdm_jax.data.pipeline import MAX_FAR_FRAMES
+
+    most = min(MAX_FAR_FRAMES, cfg.data.num_frames - 2)  # what `long_range_window` draws: m ~ U{1 .. most}
+    if memory > most:
+        raise ValueError(
+            f"memory={memory}: training on {cfg.data.num_frames}-frame windows showed the model at most {most} "
+            f"far-back frames (vdm_jax.data.pipeline.long_range_window); give memory <= {most}"
         )
 
 

@@ -65,8 +65,23 @@ def save_pool(path: str, video: np.ndarray, known_mask: np.ndarray) -> None:
     np.savez(path, video=np.asarray(video, np.float32), known_mask=np.asarray(known_mask, np.float32))
 
 
+def pool_rows(fraction: float, local_batch: int) -> int:
+    """How many rows of a process-local batch of `local_batch` rows a pool fills: round(fraction * local_batch).
+    Raises ContextPoolError where that is 0 (the pool would never enter training)."""
+    n = int(round(fraction * local_batch))
+    if n < 1:
+        raise ContextPoolError(
+            f"config.train.context_pool_fraction={fraction} of a process-local batch of {local_batch} rows is "
+            f"round({fraction * local_batch:g}) = 0 pool rows: no pool example would ever be trained on. Raise "
+            f"context_pool_fraction above {0.5 / local_batch:g} or config.train.batch_size (one pool row needs "
+            "fraction x local batch > 0.5)"
+        )
+    return n
+
+
 class ContextPool:
-    """Mixes pool examples into training batches: the last round(fraction * b) rows of each process-local batch."""
+    """Mixes pool examples into training batches: the last round(fraction * b) rows of each process-local batch
+    (b = config.train.batch_size / processes; at least one row, else ContextPoolError)."""
 
     def __init__(self, path: str, cfg, *, fraction: float, seed: int):
         if not os.path.exists(path):
@@ -81,6 +96,8 @@ class ContextPool:
         t, r, c = cfg.data.num_frames, cfg.data.resolution, cfg.model.channels
         if self.video.ndim != 5 or self.video.shape[1:] != (t, r, r, c):
             raise ContextPoolError(f"{path}: video is {self.video.shape}; the config trains [N, {t}, {r}, {r}, {c}]")
+        if len(self.video) == 0:
+            raise ContextPoolError(f"{path} holds no example (video is {self.video.shape}); build it again")
         if self.known_mask.shape != self.video.shape[:2]:
             raise ContextPoolError(f"{path}: known_mask is {self.known_mask.shape}, expected {self.video.shape[:2]}")
         known = self.known_mask.astype(bool)
@@ -94,6 +111,7 @@ class ContextPool:
                 "config.data.num_image_frames > 0, config.model.num_classes > 0 or text conditioning"
             )
         self.fraction, self.seed = float(fraction), int(seed)
+        self.rows = pool_rows(self.fraction, cfg.train.batch_size // jax.process_count())
 
     def __len__(self) -> int:
         return len(self.video)
@@ -102,7 +120,7 @@ class ContextPool:
         """A process-local batch with its last rows replaced by pool examples, plus `known_mask` [b, T] and
         `use_known_mask` [b] (True on the pool rows), which the train step uses in place of a random mask."""
         b, t = batch["video"].shape[:2]
-        n = int(round(self.fraction * b))
+        n = pool_rows(self.fraction, b)
         rng = np.random.default_rng((self.seed, step, jax.process_index()))
         index = rng.integers(0, len(self), n)
         video = np.array(batch["video"], np.float32, copy=True)

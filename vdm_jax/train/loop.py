@@ -1,7 +1,8 @@
 """The training loop: `train_and_evaluate(cfg, workdir)`.
 
-Reads top to bottom: workdir, mesh, input, model and state shardings, checkpoint (resume / init_from), the compiled
-step, then the loop with metrics, checkpoints, samples and evaluations. A killed run resumes from its last checkpoint
+Reads top to bottom: mesh, dataset (the labels and captions the model reads), workdir, input, model and state
+shardings, checkpoint (resume / init_from), the compiled step, then the loop with metrics, checkpoints, samples and
+evaluations. A killed run resumes from its last checkpoint
 and sees exactly the batches an uninterrupted run would; SIGTERM saves the current step and exits cleanly.
 """
 
@@ -20,13 +21,14 @@ from absl import logging
 from clu import metric_writers, periodic_actions
 from jax.sharding import NamedSharding, PartitionSpec
 
+from vdm_jax import configuration
 from vdm_jax import data as vdm_data
 from vdm_jax.errors import UserError
 from vdm_jax.evaluation.entry import evaluate_videos, sample_for_eval
 from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
-from vdm_jax.train.checkpoint import Checkpointer, check_same_run
+from vdm_jax.train.checkpoint import Checkpointer
 from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
 from vdm_jax.train.context_pool import ContextPool
 from vdm_jax.train.sampling import make_sample_fn
@@ -53,7 +55,9 @@ def conditioning_batch(cfg, num: int, *, labels=None, captions=None):
 
     labels: int [num] (e.g. the labels of the clips being continued), default the classes in turn; captions: `num`
     strings, default the captions of the first `num` test examples (cycling through the split when it holds fewer).
+    A model of precomputed text embeddings is refused (ConfigError): no dataset supplies them.
     """
+    configuration.check_runnable_from_main(cfg)
     cond = {}
     if cfg.model.num_classes > 0:
         default = np.arange(num) % cfg.model.num_classes
@@ -83,16 +87,17 @@ def restore_for_inference(cfg, workdir: str, step: int | None):
         raise TrainingError(f"no checkpoint of step {step} in {workdir}/checkpoints; available: {steps}")
     mesh = make_mesh(cfg.parallel.mesh_shape)
     shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
-    state, _, stored = ckpt.restore(step, with_shardings(abstract, shardings))
+    state, _, _ = ckpt.restore(step, with_shardings(abstract, shardings), cfg)
     ckpt.close()
-    check_same_run(stored, cfg, ckpt.directory)
     return graphdef, state.ema_params, state.rest, step
 
 
-def _load_init_from(state: TrainState, path: str) -> TrainState:
+def _load_init_from(state: TrainState, path: str, *, temporal_identity_init: bool = False) -> TrainState:
     """Starts from another run's weights: copies every parameter whose path and shape match, reports the rest. A
     frame-conditioned model started from an unconditional one gets its input kernel with the new (known-frame and
-    mask) input channels at zero, so it starts as the unconditional model."""
+    mask) input channels at zero, so it starts as the unconditional model. With `temporal_identity_init`, temporal
+    layers the source has too replace the identity initialisation: a warning says so (the video model then does not
+    start as the image model frame by frame; train the image model with temporal_attention=False)."""
     ckpt = Checkpointer(path, read_only=True)
     step = ckpt.latest_step()
     if step is None:
@@ -103,6 +108,16 @@ def _load_init_from(state: TrainState, path: str) -> TrainState:
     ema, _ = load_matching_params(state.ema_params, source["ema_params"], zero_extend=(INPUT_KERNEL,))
     logging.info("init_from %s (step %d): %s", path, step, report)
     print(f"init_from {path} step {step}: {report}")
+    temporal = [p for p in report.loaded if "/temporal/" in f"/{p}/"]
+    if temporal_identity_init and temporal:
+        logging.warning(
+            "config.model.temporal_identity_init: %d temporal arrays of %s (e.g. %s) were loaded over the identity "
+            "initialisation, so the model does not start as the image model applied frame by frame; start from an "
+            "image model trained with config.model.temporal_attention=False for that",
+            len(temporal),
+            path,
+            temporal[0],
+        )
     return state.replace(params=params, ema_params=ema)
 
 
@@ -147,12 +162,17 @@ class _Preemption:
 
 def train_and_evaluate(cfg, workdir: str) -> TrainState:
     """Trains (or resumes training) the configured model in `workdir`; returns the final state."""
+    configuration.check_runnable_from_main(cfg)
     # ---------------------------------------------------------------- mesh (a shape that cannot work writes nothing)
     mesh = make_mesh(cfg.parallel.mesh_shape)
     rules = cfg.parallel.rule_list
     _check_batch_fits_mesh(cfg, mesh)
     logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
     replicated = NamedSharding(mesh, PartitionSpec())
+
+    # ---------------------------------------------------------------- dataset (labels, captions the model reads)
+    vdm_data.prepare(cfg.data)
+    configuration.check_dataset_conditioning(cfg, vdm_data.dataset_spec(cfg.data))
 
     # ---------------------------------------------------------------- workdir, logs
     _check_workdir(workdir)
@@ -161,7 +181,6 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     config_json = cfg.to_json()
 
     # ---------------------------------------------------------------- input
-    vdm_data.prepare(cfg.data)
     train_iter = vdm_data.make_iterator(
         cfg.data,
         split="train",
@@ -169,12 +188,15 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         mesh=mesh,
         seed=cfg.seed,
         text_max_length=None if cfg.model.text_conditioning == "builtin" else 0,  # 0: no tokenizing
+        conditioned=cfg.model.label_or_text,  # image frames from the row's own video: its label / caption hold
     )
     batch_keys = set(abstract_batch(cfg, cfg.train.batch_size, mesh))  # What the step takes from a batch.
     pool = None
     if cfg.train.context_pool:  # Part of each batch: clips whose known frames the model generated itself.
         pool = ContextPool(cfg.train.context_pool, cfg, fraction=cfg.train.context_pool_fraction, seed=cfg.seed)
-        logging.info("Context pool %s: %d examples, %.2f of a batch", cfg.train.context_pool, len(pool), pool.fraction)
+        logging.info(
+            "Context pool %s: %d examples, %d rows of each local batch", cfg.train.context_pool, len(pool), pool.rows
+        )
 
     # ---------------------------------------------------------------- model, optimizer, shardings
     tx = make_optimizer(cfg.train)
@@ -186,15 +208,17 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is not None:
-        state, data_state, stored = ckpt.restore(latest, with_shardings(abstract, shardings))
-        check_same_run(stored, cfg, ckpt.directory)
+        state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings), cfg)
         train_iter.set_state(data_state)
         logging.info("Resuming from step %d", latest)
     else:
         create = lambda: init_state(new_model(cfg), tx)[1]
         state = jax.jit(create, out_shardings=shardings)()
         if cfg.train.init_from:
-            state = to_global(_load_init_from(state, cfg.train.init_from), shardings)
+            state = to_global(
+                _load_init_from(state, cfg.train.init_from, temporal_identity_init=cfg.model.temporal_identity_init),
+                shardings,
+            )
     start = int(state.step)
     if is_chief:  # Only now: a run refused above (e.g. another model's checkpoint) overwrites nothing.
         with open(os.path.join(workdir, "config.json"), "w") as f:

@@ -129,7 +129,6 @@ def sample_from_checkpoint(
     """`--mode=sample`: the EMA parameters of the latest (or given) checkpoint -> `<workdir>/samples/` GIF, MP4, npz.
     `caption` / `label`: every video's, for a caption- / class-conditional model (default: test captions, the classes
     in turn)."""
-    from vdm_jax.train import media
     from vdm_jax.train.loop import restore_for_inference
 
     cond = sample_conditioning(cfg, num_samples, caption=caption, label=label)  # bad flags fail before loading
@@ -144,12 +143,27 @@ def sample_from_checkpoint(
         num_frames=cfg.data.num_frames,
         cond=cond,
     )
-    out_dir = os.path.join(workdir, "samples")
-    paths = media.save_sample_grid(out_dir, f"sample_step{step}", videos)
-    np.savez_compressed(os.path.join(out_dir, f"sample_step{step}.npz"), videos=videos)
+    paths = _write_samples(os.path.join(workdir, "samples"), f"sample_step{step}", videos)
     logging.info("Wrote %d samples of step %d to %s", num_samples, step, paths["gif"])
-    print(f"wrote {num_samples} samples from step {step}: {paths['gif']} {paths['mp4']}")
+    if jax.process_index() == 0:
+        print(f"wrote {num_samples} samples from step {step}: {paths['gif']} {paths['mp4']}")
     return paths["gif"]
+
+
+def _write_samples(out_dir: str, name: str, videos: np.ndarray, marked: np.ndarray | None = None, **arrays) -> dict:
+    """`out_dir/name`.gif / .mp4 (grid; `marked` frames with a white border) and .npz (videos and `arrays`), written
+    by process 0 only (every process holds the gathered videos). A later run of the same name replaces the files:
+    the name says step, length and whether frames were given, not which ones; a warning names what is replaced."""
+    from vdm_jax.train import media
+
+    paths = {ext: os.path.join(out_dir, f"{name}.{ext}") for ext in ("gif", "mp4", "npz")}
+    if jax.process_index() != 0:
+        return paths
+    if os.path.exists(paths["npz"]):
+        logging.warning("Replacing the earlier samples %s.{gif,mp4,npz} (copy them away to keep them)", name)
+    media.save_sample_grid(out_dir, name, videos, marked=marked)
+    np.savez_compressed(paths["npz"], videos=videos, **({} if marked is None else {"marked": marked}), **arrays)
+    return paths
 
 
 def sample_conditional_from_checkpoint(
@@ -189,7 +203,7 @@ def sample_conditional_from_checkpoint(
     A class- or caption-conditioned model gets `label` / `caption` for every video where given, else each
     `cond_split` clip's own label and caption, else for `cond_video` the null class and the empty caption (nothing is
     known of a file), else the defaults of `sample_conditioning`."""
-    from vdm_jax.train import conditional, media
+    from vdm_jax.train import conditional
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
 
     if cond_video and cond_split:
@@ -211,7 +225,8 @@ def sample_conditional_from_checkpoint(
     try:
         conditional.check_memory(cfg, memory, overlap, cfg.data.num_frames)
     except ValueError as e:
-        raise ContextError(f"--memory={memory}: {e} (overlap = --num_cond_frames)") from e
+        given = "--num_cond_frames" if num_cond_frames else "half the model's frames, with no conditioning frames"
+        raise ContextError(f"--memory={memory}: {e} (overlap = {given})") from e
     own = None  # the conditioning clips' labels and captions
     if cond_video:
         context = np.repeat(context_from_video(cond_video, cfg, num_cond_frames), num_samples, axis=0)
@@ -251,17 +266,15 @@ def sample_conditional_from_checkpoint(
     videos = np.asarray(jax.device_get(videos), np.float32)
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
-    out_dir = os.path.join(workdir, "samples")
     name = f"cond_step{step}" if num_cond_frames else f"sample_step{step}_{total}f"
-    paths = media.save_sample_grid(out_dir, name, videos, marked=marked)
-    np.savez_compressed(
-        os.path.join(out_dir, f"{name}.npz"), videos=videos, context=context, marked=marked, keyframes=keyframes
-    )
+    out_dir = os.path.join(workdir, "samples")
+    paths = _write_samples(out_dir, name, videos, marked=marked, context=context, keyframes=keyframes)
     logging.info("Wrote %d conditional samples (%s, %s) of step %d to %s", num_samples, method, how, step, paths["gif"])
-    print(
-        f"wrote {num_samples} samples of {total} frames from {num_cond_frames} conditioning frame(s) ({method}; "
-        f"{how}), step {step}: {paths['gif']} {paths['mp4']}"
-    )
+    if jax.process_index() == 0:
+        print(
+            f"wrote {num_samples} samples of {total} frames from {num_cond_frames} conditioning frame(s) ({method}; "
+            f"{how}), step {step}: {paths['gif']} {paths['mp4']}"
+        )
     return paths["gif"]
 
 

@@ -89,17 +89,19 @@ def make_train_step(
         loss, aux = diffusion_loss(
             denoise_fn, batch["video"], loss_rng, cfg.diffusion, resolution=resolution, cond=cond, loss_mask=loss_mask
         )
-        frame_loss = aux["frame_loss"]  # [B, T]
+        frame_loss = aux["frame_loss"]  # [B, T], zero on the frames loss_mask leaves out
         is_image = (segment_ids > 0) if segment_ids is not None else jnp.zeros(frame_loss.shape, bool)
-        frames_video = jnp.maximum(jnp.sum(~is_image), 1)
-        frames_image = jnp.maximum(jnp.sum(is_image), 1)
+        # Each part is a mean over its own counted frames (a frame-conditioned model's unknown ones), as `loss` is:
+        # with no image frames, video_loss is loss.
+        counted = jnp.ones(frame_loss.shape, jnp.float32) if loss_mask is None else loss_mask.astype(jnp.float32)
+        frames_video = jnp.sum(jnp.where(is_image, 0.0, counted))
+        frames_image = jnp.sum(jnp.where(is_image, counted, 0.0))
         parts = {
-            "video_loss": jnp.sum(jnp.where(is_image, 0.0, frame_loss)) / frames_video,
-            "image_loss": jnp.sum(jnp.where(is_image, frame_loss, 0.0)) / frames_image,
+            "video_loss": jnp.sum(jnp.where(is_image, 0.0, frame_loss)) / jnp.maximum(frames_video, 1.0),
+            "image_loss": jnp.sum(jnp.where(is_image, frame_loss, 0.0)) / jnp.maximum(frames_image, 1.0),
         }
         # How many frames each mean is over: accumulation weights micro-batches by them (`accumulate_gradients`).
-        counted = jnp.sum(loss_mask) if loss_mask is not None else jnp.asarray(frame_loss.size, jnp.float32)
-        counts = {"loss": counted, "video_loss": frames_video, "image_loss": frames_image}
+        counts = {"loss": jnp.sum(counted), "video_loss": frames_video, "image_loss": frames_image}
         return loss, (parts, counts)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

@@ -119,11 +119,13 @@ def _compiled_super_resolver(graphdef, cfg, factor: int, weight):
 def super_resolve(model, rng: jax.Array, low_res: jax.Array, *, weight: float | None = None) -> jax.Array:
     """Spatial super-resolution with an unconditional model (`conditional.SamplingModel`) by guiding with the
     downsampled prediction: low_res [N, T, h, h, C] in [-1, 1] -> [N, T, R, R, C], R = config.data.resolution, a
-    multiple of h; avgpool(result) ≈ low_res.
+    multiple of h; avgpool(result) ≈ low_res. Make low_res by the same average pooling (`avgpool_frames(x, f)`, as
+    `tf.image.resize(method="area")`), not by loading the data at a lower `data.resolution`: the pipeline's antialiased
+    bilinear resize is another observation (up to 0.33 apart on hard edges, 64 -> 16).
 
-    weight: the guidance weight w (default config.sampler.recon_guidance_weight). Averaging f x f pixels divides the
-    variance of independent per-pixel errors by f², so a weight f² times the known-frames one is the like-for-like
-    choice.
+    weight: the guidance weight w; default f² x config.sampler.recon_guidance_weight: averaging f x f pixels divides
+    the variance of independent per-pixel errors by f², so f² times the known-frames weight is the like-for-like
+    choice (the high-SNR limit of the exact weight, docs/conditional.md).
     """
     cfg = model.cfg
     low_res = jnp.asarray(low_res, jnp.float32)
@@ -135,8 +137,9 @@ def super_resolve(model, rng: jax.Array, low_res: jax.Array, *, weight: float | 
         )
     if cfg.model.num_classes or cfg.model.text_conditioning != "none" or cfg.model.frame_conditioning:
         raise ValueError("super_resolve supports unconditional models (no labels, text or frame conditioning)")
-    weight = cfg.sampler.recon_guidance_weight if weight is None else weight
+    factor = r // low_res.shape[2]
+    weight = factor**2 * cfg.sampler.recon_guidance_weight if weight is None else weight
     if weight <= 0:
         raise ValueError("super_resolve needs a weight > 0: pass weight= or set config.sampler.recon_guidance_weight.")
-    fn = _compiled_super_resolver(model.graphdef, cfg, r // low_res.shape[2], float(weight))
+    fn = _compiled_super_resolver(model.graphdef, cfg, factor, float(weight))
     return fn(model.params, model.rest, rng, low_res)
