@@ -34,19 +34,10 @@ def test_real_stats_are_cached_per_key_and_sample_count(tmp_path):
     assert resolve_cache_dir("/x/y", "/data").as_posix() == "/x/y"
 
 
-def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(tmp_path, monkeypatch):
-    """`evaluate_videos` caches the real side per dataset as stored, frame stride and clip count; a file from
-    another protocol version is recomputed, not an error. I3D is replaced by per-clip mean colours (cheap)."""
-    from vdm_jax import configuration
-    from vdm_jax.data import prepare
-    from vdm_jax.evaluation import entry, fvd, metrics
+def _cheap_features(monkeypatch) -> list[int]:
+    """Replaces I3D by per-clip colour means and spreads (cheap); returns the list of batch sizes it is called on."""
+    from vdm_jax.evaluation import entry, metrics
 
-    config = get_config()
-    config.data.data_dir = str(tmp_path / "tfds")
-    config.data.moving_shapes_train_size, config.data.moving_shapes_test_size = 8, 12
-    config.eval.metrics, config.eval.num_samples = ("fvd",), 10
-    cfg = configuration.from_config_dict(config)
-    prepare(cfg.data)
     calls = []
 
     def features(v, **_):
@@ -56,6 +47,23 @@ def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(
 
     monkeypatch.setattr(metrics, "i3d_features", features)
     monkeypatch.setattr(entry, "i3d_features", features)
+    return calls
+
+
+def test_evaluation_keys_real_clips_by_what_they_are_and_recomputes_stale_files(tmp_path, monkeypatch):
+    """`evaluate_videos` caches the real side per dataset as stored, frame stride and clip count; a file from
+    another protocol version is recomputed, not an error. I3D is replaced by per-clip mean colours (cheap)."""
+    from vdm_jax import configuration
+    from vdm_jax.data import prepare
+    from vdm_jax.evaluation import entry, fvd
+
+    config = get_config()
+    config.data.data_dir = str(tmp_path / "tfds")
+    config.data.moving_shapes_train_size, config.data.moving_shapes_test_size = 8, 12
+    config.eval.metrics, config.eval.num_samples = ("fvd",), 10
+    cfg = configuration.from_config_dict(config)
+    prepare(cfg.data)
+    calls = _cheap_features(monkeypatch)
     samples = np.zeros((4, 8, 16, 16, 3), np.float32)
     key = entry.real_stats_key(cfg)
     assert key.num_samples == 10 and key.frame_stride == 1 and "moving_shapes" in key.source
@@ -135,7 +143,7 @@ def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
     label), and FVD's real side is those num_samples / samples_per_clip clips (BAIR: 100 x 256)."""
     from vdm_jax import configuration
     from vdm_jax.data import load_examples, prepare
-    from vdm_jax.evaluation import entry, metrics
+    from vdm_jax.evaluation import entry
     from vdm_jax.train import sampling
 
     config = get_config()
@@ -164,15 +172,7 @@ def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
     np.testing.assert_array_equal(mask, np.repeat([[1, 1, 0, 0, 0, 0, 0, 0]], 8, axis=0))
     np.testing.assert_array_equal(np.concatenate([c["label"] for c, _ in seen]), test["label"][which])
 
-    calls = []
-
-    def features(v, **_):
-        calls.append(len(v))
-        v = np.asarray(v, np.float64)
-        return np.concatenate([v.mean(axis=(1, 2, 3)), v.std(axis=(1, 2, 3))], axis=1)
-
-    monkeypatch.setattr(metrics, "i3d_features", features)
-    monkeypatch.setattr(entry, "i3d_features", features)
+    calls = _cheap_features(monkeypatch)
     assert entry.real_stats_key(cfg).num_samples == 2
     entry.evaluate_videos(cfg, videos)
     assert calls == [2, 6]  # the two test clips, then the six predictions
