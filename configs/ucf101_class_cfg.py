@@ -6,7 +6,8 @@
 The unconditional UCF-101 setting (configs/ucf101.py) plus a class embedding over the 101 actions with a learned null
 class, dropped with probability 0.1 in training; sampled with guidance weight w = 2. The paper's guidance study
 (Ho et al. 2022, Table 5) is of text-to-video models at w in {1, 2, 5}: IS-like scores rise with w, FID-like scores
-improve up to w = 2 and then degrade.
+improve up to w = 2 and then degrade. Like configs/ucf101.py it trains on all videos (train + test of split 1), so
+FVD's real side, the test part, was seen in training: compare such FVDs only with runs trained the same way.
 """
 
 from configs import ucf101

@@ -86,6 +86,15 @@ def test_restored_iterator_gives_identical_batches(tiny_shapes, stop, conditione
             np.testing.assert_array_equal(x[k], y[k])
     with pytest.raises(ValueError, match="global_batch_size"):
         iterator(cfg, batch=8).set_state(state)
+    # Image frames of other videos, or of the row's own: another batch order, refused like the others.
+    with pytest.raises(ValueError, match="conditioned"):
+        iterator(cfg, conditioned=not conditioned).set_state(state)
+    # The stored split the name stands for (UCF-101's "train" became "train+test"): refused when it changed.
+    with pytest.raises(ValueError, match="source_split"):
+        iterator(cfg, conditioned=conditioned).set_state({**state, "source_split": "train[:50%]"})
+    # A state from before the source split and `conditioned` were recorded still resumes.
+    old = {k: v for k, v in state.items() if k not in ("source_split", "conditioned")}
+    iterator(cfg, conditioned=conditioned).set_state(old)
 
 
 def test_flips_and_appended_independent_images(tiny_shapes, tiny_shapes_videos):

@@ -168,7 +168,8 @@ def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
     which = np.array([0, 0, 0, 1, 1, 1, 0, 0])
     frames = np.concatenate([k["frames"] for _, k in seen])
     mask = np.concatenate([k["mask"] for _, k in seen])
-    np.testing.assert_allclose(frames, clips[which], atol=1e-6)
+    np.testing.assert_allclose(frames[:, :2], clips[which, :2], atol=1e-6)
+    assert not frames[:, 2:].any()  # only the known frames are read and passed
     np.testing.assert_array_equal(mask, np.repeat([[1, 1, 0, 0, 0, 0, 0, 0]], 8, axis=0))
     np.testing.assert_array_equal(np.concatenate([c["label"] for c, _ in seen]), test["label"][which])
 
@@ -176,3 +177,8 @@ def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
     assert entry.real_stats_key(cfg).num_samples == 2
     entry.evaluate_videos(cfg, videos)
     assert calls == [2, 6]  # the two test clips, then the six predictions
+    # A test split too small for the protocol is refused before anything is sampled, naming the eval keys.
+    entry.check_prediction_clips(cfg)
+    config.eval.num_samples = 39  # 13 clips at 3 per clip; the split holds 12
+    with pytest.raises(configuration.ConfigError, match="continue 13 test clips, but the test split .* holds 12"):
+        entry.check_prediction_clips(configuration.from_config_dict(config))

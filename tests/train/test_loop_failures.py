@@ -5,6 +5,7 @@ still finishes the run, and a checkpoint is restored only under its run's defini
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax.numpy as jnp
@@ -128,6 +129,20 @@ def test_a_run_restored_without_its_shape_changing_settings_is_told_the_flags(tm
         loop.restore_for_inference(_config(moving_shapes_dir), str(tmp_path), None)
     assert "--config.model.frame_conditioning=True" in str(err.value)
     assert "different model" not in str(err.value)
+
+
+def test_a_setting_added_later_is_compared_as_what_older_runs_computed(tmp_path):
+    """A run saved before model.emb_mlp_layers existed had the 2-layer MLP: restored under 4 layers, the message
+    names the setting (not 'a different model'); under the default it is the same run."""
+    from vdm_jax.train.checkpoint import CheckpointMismatchError, check_same_run
+
+    cfg = _config(str(tmp_path))
+    stored = json.loads(cfg.to_json())
+    del stored["model"]["emb_mlp_layers"]
+    check_same_run(stored, cfg, "old_run")
+    deeper = _config(str(tmp_path), "model.emb_mlp_layers=4")
+    with pytest.raises(CheckpointMismatchError, match="model.emb_mlp_layers=2 there, 4 here"):
+        check_same_run(stored, deeper, "old_run")
 
 
 @pytest.mark.parametrize(

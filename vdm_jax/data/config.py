@@ -53,6 +53,15 @@ CATALOG: dict[str, CatalogEntry] = {
 DATASETS = ("moving_shapes", "video_folder", *CATALOG)
 
 
+MAX_FAR_FRAMES = 3  # long-range windows: at most this many far-back known frames
+
+
+def max_far_frames(num_frames: int) -> int:
+    """The most far-back known frames a long-range window of `num_frames` holds (it keeps at least two consecutive
+    frames, one known): what training shows, so what `extend(..., memory=)` may ask for."""
+    return min(MAX_FAR_FRAMES, num_frames - 2)
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Which videos to read and how to cut them. Fields are exactly the keys of `config.data`."""

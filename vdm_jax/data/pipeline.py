@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax.data.catalog import DatasetSpec, clip_frames, dataset_spec, hide_accelerators_from_tf
-from vdm_jax.data.config import DataConfig
+from vdm_jax.data.config import DataConfig, max_far_frames
 
 BATCH_AXES = ("data", "fsdp")
 STATE_VERSION = 1
@@ -42,9 +42,6 @@ def _stream_seed(*parts: int) -> int:
 def _op_seed(base: int, index: tf.Tensor, salt: int) -> tf.Tensor:
     """Stateless-op seed [2] for element `index` of a stream and one random decision (`salt`)."""
     return tf.stack([tf.constant(base, tf.int64) * 8 + salt, tf.cast(index, tf.int64)])
-
-
-MAX_FAR_FRAMES = 3  # long-range windows: at most this many far-back known frames
 
 
 def long_range_window(
@@ -66,7 +63,7 @@ def long_range_window(
     t = num_frames
     s_coin, s_m, s_start, s_far, s_known, s_plain = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
     coin = tf.random.stateless_uniform([], s_coin) < prob
-    m = tf.random.stateless_uniform([], s_m, 1, min(MAX_FAR_FRAMES, t - 2) + 1, tf.int32)
+    m = tf.random.stateless_uniform([], s_m, 1, max_far_frames(t) + 1, tf.int32)
     w = t - m
     start = tf.random.stateless_uniform([], s_start, m, span - w + 1, tf.int32)
     frame = tf.range(span)
@@ -164,6 +161,8 @@ class DataIterator:
             "split": self.split,
             "global_batch_size": self.global_batch_size,
             "process_count": self.process_count,
+            "source_split": self.spec.tfds_split(self.split),
+            "conditioned": self.conditioned,
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -176,6 +175,9 @@ class DataIterator:
             "global_batch_size": self.global_batch_size,
             "process_count": self.process_count,
         }
+        # Compared when the state has them (states written before they were recorded lack them).
+        later = {"source_split": self.spec.tfds_split(self.split), "conditioned": self.conditioned}
+        expect.update({k: v for k, v in later.items() if k in state})
         diff = {k: (state.get(k), v) for k, v in expect.items() if state.get(k) != v}
         if diff:
             raise ValueError(
@@ -392,7 +394,7 @@ def make_iterator(
     shuffles, picks random clip starts, flips (random_flip) and repeats forever; otherwise one ordered pass, clips from
     frame 0. `tokenizer(texts, max_length) -> int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`.
     The appended images are frames of other videos, unless `conditioned` (a model that reads the label or caption:
-    model.num_classes > 0 or model.text_conditioning != 'none'): then frames of the row's own video, at random times,
+    model.label_or_text): then frames of the row's own stored video (video_folder: its stored clip), at random times,
     so that the row's label and caption hold for them too.
     """
     hide_accelerators_from_tf()

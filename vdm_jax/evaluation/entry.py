@@ -87,21 +87,40 @@ def real_stats_key(cfg) -> RealStatsKey:
     )
 
 
-def prediction_context(cfg, num: int) -> tuple[dict, dict] | None:
+def check_prediction_clips(cfg) -> None:
+    """Raises ConfigError when prediction evaluation (config.eval.num_cond_frames > 0) asks for more test clips than
+    the prepared test split holds; called before training or sampling starts, not at the first evaluation."""
+    if cfg.eval.num_cond_frames == 0:
+        return
+    from vdm_jax.configuration import ConfigError
+    from vdm_jax.data.catalog import dataset_spec
+
+    spec = dataset_spec(cfg.data)
+    have = spec.builder.info.splits[spec.tfds_split(REAL_SPLIT)].num_examples
+    if have < cfg.eval.num_real_clips:
+        raise ConfigError(
+            f"config.eval: {cfg.eval.num_samples} samples at {cfg.eval.samples_per_clip} per clip continue "
+            f"{cfg.eval.num_real_clips} test clips, but the {REAL_SPLIT} split of {cfg.data.name} holds {have}; "
+            "lower config.eval.num_samples or raise config.eval.samples_per_clip"
+        )
+
+
+def prediction_context(cfg, num: int) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """What `num` evaluation samples are conditioned on when config.eval.num_cond_frames = k > 0 (else None):
-    ``known`` ({"frames": [num, T, H, W, C] in [-1, 1], "mask": [num, T]}: sample i knows the first k frames of test
-    clip (i // samples_per_clip) mod num_real_clips) and those clips' own labels / captions (`conditioning_batch`'s
-    keyword arguments)."""
+    ``(first, which, own)``: the first k frames of the test clips they continue, float32 [M, k, H, W, C] in [-1, 1]
+    (M = the clips `num` samples reach, at most num_real_clips: only those are read); ``which`` int [num], sample i
+    continuing clip (i // samples_per_clip) mod M; and each sample's clip's own labels / captions
+    (`conditioning_batch`'s keyword arguments)."""
     from vdm_jax.train.context import context_from_dataset
 
-    k, t = cfg.eval.num_cond_frames, cfg.data.num_frames
+    k = cfg.eval.num_cond_frames
     if k == 0:
         return None
-    clips, own = context_from_dataset(cfg, REAL_SPLIT, 0, cfg.eval.num_real_clips, t)
-    which = (np.arange(num) // cfg.eval.samples_per_clip) % len(clips)
-    mask = np.zeros((num, t), np.float32)
-    mask[:, :k] = 1.0
-    return {"frames": clips[which], "mask": mask}, {name: v[which] for name, v in own.items()}
+    spc = cfg.eval.samples_per_clip
+    clips = min(cfg.eval.num_real_clips, math.ceil(num / spc))
+    first, own = context_from_dataset(cfg, REAL_SPLIT, 0, clips, k)
+    which = (np.arange(num) // spc) % clips
+    return first, which, {name: v[which] for name, v in own.items()}
 
 
 def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progress: bool = False) -> np.ndarray:
@@ -117,7 +136,7 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
     videos = []
     batches = math.ceil(num / batch)
     context = prediction_context(cfg, batches * batch)
-    known, own = context if context is not None else (None, {})
+    own = context[2] if context is not None else {}
     every = conditioning_batch(cfg, batches * batch, **own)  # one label / caption per sample, read once
     part = lambda tree, i: None if tree is None else {k: v[i * batch : (i + 1) * batch] for k, v in tree.items()}
     for i in range(batches):
@@ -131,12 +150,26 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
                 num=batch,
                 num_frames=cfg.data.num_frames,
                 cond=part(every, i),
-                known=part(known, i),
+                known=_known(cfg, context, slice(i * batch, (i + 1) * batch)),
             )
         )
-        if progress:
-            logging.info("Sampled batch %d / %d", i + 1, batches)
+    if progress:
+        logging.info("Sampled batch %d / %d", i + 1, batches)
     return np.concatenate(videos)[:num]
+
+
+def _known(cfg, context, rows: slice) -> dict | None:
+    """The known frames of samples `rows` ({"frames": [n, T, ...], zero after the first k; "mask": [n, T]})."""
+    if context is None:
+        return None
+    first, which, _ = context
+    index = which[rows]
+    n, k = len(index), first.shape[1]
+    frames = np.zeros((n, cfg.data.num_frames, *first.shape[2:]), np.float32)
+    frames[:, :k] = first[index]
+    mask = np.zeros((n, cfg.data.num_frames), np.float32)
+    mask[:, :k] = 1.0
+    return {"frames": frames, "mask": mask}
 
 
 def evaluate_checkpoint(cfg, workdir: str, *, step: int | None = None) -> dict:
@@ -149,6 +182,7 @@ def evaluate_checkpoint(cfg, workdir: str, *, step: int | None = None) -> dict:
     from vdm_jax.train.loop import restore_for_inference
     from vdm_jax.train.sampling import make_sample_fn
 
+    check_prediction_clips(cfg)
     graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
     mesh = make_mesh(cfg.parallel.mesh_shape)
     sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)

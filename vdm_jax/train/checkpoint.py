@@ -62,6 +62,10 @@ DEFINING = {
 }
 
 
+# Defining settings added after runs were saved without them: what those runs computed.
+BEFORE_IT_EXISTED = {"model.emb_mlp_layers": 2}
+
+
 def check_same_run(stored: dict, cfg, directory: str) -> None:
     """Raises `CheckpointMismatchError` naming each defining setting (`DEFINING`) whose value in the checkpoint's
     stored config (`stored`, the run's config as a dict) differs from `cfg`'s, with the flags that restore them."""
@@ -79,7 +83,7 @@ def check_same_run(stored: dict, cfg, directory: str) -> None:
             name = f"{group}.{key}"
             if name in applies and not (applies[name](stored) or applies[name](current)):
                 continue
-            theirs, mine = stored.get(group, {}).get(key), current[group][key]
+            theirs, mine = stored.get(group, {}).get(key, BEFORE_IT_EXISTED.get(name)), current[group][key]
             if theirs is not None and plain(theirs) != plain(mine):
                 differ.append((name, theirs, mine))
     if differ:

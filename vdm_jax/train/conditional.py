@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from vdm_jax.data.config import max_far_frames
 from vdm_jax.diffusion import diffusion_nll, sample, window_starts, windowed_denoiser
 from vdm_jax.models import null_conditioning, with_text_mask
 
@@ -394,9 +395,7 @@ def check_memory(cfg, memory: int, overlap: int, chunk: int) -> None:
             "memory > 0 needs a frame-conditioned model trained on long-range windows (config.model."
             "frame_conditioning=True and config.data.long_range_prob > 0); this model has never seen far-back frames"
         )
-    from vdm_jax.data.pipeline import MAX_FAR_FRAMES
-
-    most = min(MAX_FAR_FRAMES, cfg.data.num_frames - 2)  # what `long_range_window` draws: m ~ U{1 .. most}
+    most = max_far_frames(cfg.data.num_frames)  # what `long_range_window` draws: m ~ U{1 .. most}
     if memory > most:
         raise ValueError(
             f"memory={memory}: training on {cfg.data.num_frames}-frame windows showed the model at most {most} "

@@ -105,7 +105,7 @@ class ContextPool:
             raise ContextPoolError(f"{path}: known_mask must be 0/1 with at least one unknown frame per example")
         if not cfg.model.frame_conditioning:
             raise ContextPoolError("config.train.context_pool needs config.model.frame_conditioning=True")
-        if cfg.data.num_image_frames or cfg.model.num_classes or cfg.model.text_conditioning != "none":
+        if cfg.data.num_image_frames or cfg.model.label_or_text:
             raise ContextPoolError(
                 "config.train.context_pool holds unlabelled clips: it does not combine with "
                 "config.data.num_image_frames > 0, config.model.num_classes > 0 or text conditioning"

@@ -135,7 +135,7 @@ def super_resolve(model, rng: jax.Array, low_res: jax.Array, *, weight: float | 
             f"low_res must be [N, T, h, h, {c}] with config.data.resolution={r} a multiple of h; "
             f"got shape {tuple(low_res.shape)}"
         )
-    if cfg.model.num_classes or cfg.model.text_conditioning != "none" or cfg.model.frame_conditioning:
+    if cfg.model.label_or_text or cfg.model.frame_conditioning:
         raise ValueError("super_resolve supports unconditional models (no labels, text or frame conditioning)")
     factor = r // low_res.shape[2]
     weight = factor**2 * cfg.sampler.recon_guidance_weight if weight is None else weight
