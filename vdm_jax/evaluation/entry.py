@@ -21,7 +21,6 @@ import numpy as np
 from absl import logging
 
 from vdm_jax.evaluation.fvd import RealStatsKey, cached_real_stats, i3d_features, real_stats, resolve_cache_dir
-from vdm_jax.evaluation.i3d import NUM_CLASSES
 from vdm_jax.evaluation.metrics import compute_metrics
 
 REAL_SPLIT = "test"
@@ -57,10 +56,12 @@ def from_process_0(stats: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndar
     float64 values travel as their uint32 halves (JAX arrays are 32-bit here)."""
     from jax.experimental import multihost_utils
 
-    have = bool(multihost_utils.broadcast_one_to_all(np.int32(jax.process_index() == 0 and stats is not None)))
+    mine = stats is not None and jax.process_index() == 0
+    # Whether process 0 has statistics, and their feature width (I3D's 400 logits; any width travels).
+    flag = np.array([mine, len(stats[0]) if mine else 0], np.int32)
+    have, d = (int(v) for v in multihost_utils.broadcast_one_to_all(flag))
     if not have:
         return None
-    d = NUM_CLASSES
     if jax.process_index() == 0:
         flat = np.concatenate([np.ravel(stats[0]), np.ravel(stats[1])]).astype(np.float64)
     else:
