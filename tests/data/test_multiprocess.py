@@ -47,13 +47,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_read_disjoint_shards_into_one_global_batch(tiny_shapes, tiny_shapes_videos, tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", TF_CPP_MIN_LOG_LEVEL="2")
-    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
-    port, cfg_json = str(free_port()), json.dumps(dataclasses.asdict(tiny_shapes))
+def run_two_processes(script: str, args, *, env: dict, timeout: float, cwd=None) -> None:
+    """Runs `python -c script <coordinator port> <process id> *args(process id)` as processes 0 and 1 of one JAX
+    job; fails with the tail of a process's output unless both exit 0."""
+    port = str(free_port())
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, port, str(i), cfg_json, str(tmp_path / f"p{i}.npz")],
+            [sys.executable, "-c", script, port, str(i), *args(i)],
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -61,8 +62,15 @@ def test_two_processes_read_disjoint_shards_into_one_global_batch(tiny_shapes, t
         for i in range(2)
     ]
     for p in procs:
-        out, _ = p.communicate(timeout=240)
+        out, _ = p.communicate(timeout=timeout)
         assert p.returncode == 0, out.decode()[-3000:]
+
+
+def test_two_processes_read_disjoint_shards_into_one_global_batch(tiny_shapes, tiny_shapes_videos, tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", TF_CPP_MIN_LOG_LEVEL="2")
+    env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
+    cfg_json = json.dumps(dataclasses.asdict(tiny_shapes))
+    run_two_processes(WORKER, lambda i: [cfg_json, str(tmp_path / f"p{i}.npz")], env=env, timeout=240)
     r = [dict(np.load(tmp_path / f"p{i}.npz")) for i in range(2)]
     examples = [[], []]
     for step in range(4):

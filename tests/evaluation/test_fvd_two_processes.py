@@ -4,11 +4,9 @@ colour means and spreads (cheap; 6 features, so the statistics' width travels to
 is the real path."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
-from tests.data.test_multiprocess import free_port
+from tests.data.test_multiprocess import run_two_processes
 from tests.train import runs
 
 WORKER = textwrap.dedent(
@@ -59,21 +57,8 @@ def test_real_statistics_of_process_0_serve_every_host(tmp_path, moving_shapes_d
     config.data.data_dir = moving_shapes_dir
     config.data.moving_shapes_train_size, config.data.moving_shapes_test_size = 8, 12
     prepare(configuration.from_config_dict(config).data)  # built once, before the processes read it
-    env = runs.env(devices=1)
-    port = str(free_port())
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", WORKER, port, str(i), moving_shapes_dir, str(tmp_path), str(tmp_path / f"{i}.json")],
-            cwd=runs.ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for i in range(2)
-    ]
-    for p in procs:
-        out, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, out.decode()[-3000:]
+    args = lambda i: [moving_shapes_dir, str(tmp_path), str(tmp_path / f"{i}.json")]
+    run_two_processes(WORKER, args, env=runs.env(devices=1), timeout=300, cwd=runs.ROOT)
     r = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
     first, second = "nothing cached", "cached on process 0 only"
     # Nothing cached: both hosts compute the real side (10 clips), then the samples' features; process 0 saves.
