@@ -154,8 +154,8 @@ def sample_for_eval(cfg, sample_fn, params, rest, *, num: int, seed: int, progre
                 known=_known(cfg, context, slice(i * batch, (i + 1) * batch)),
             )
         )
-    if progress:
-        logging.info("Sampled batch %d / %d", i + 1, batches)
+        if progress:
+            logging.info("Sampled batch %d / %d", i + 1, batches)
     return np.concatenate(videos)[:num]
 
 

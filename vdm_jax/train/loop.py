@@ -2,8 +2,8 @@
 
 Reads top to bottom: mesh, dataset (the labels and captions the model reads), workdir, input, model and state
 shardings, checkpoint (resume / init_from), the compiled step, then the loop with metrics, checkpoints, samples and
-evaluations. A killed run resumes from its last checkpoint
-and sees exactly the batches an uninterrupted run would; SIGTERM saves the current step and exits cleanly.
+evaluations. A killed run resumes from its last checkpoint and sees exactly the batches an uninterrupted run would;
+SIGTERM saves the current step and exits cleanly.
 """
 
 from __future__ import annotations
