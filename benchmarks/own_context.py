@@ -49,8 +49,6 @@ def renoised_examples(model, rng, clips: np.ndarray, t0: float, overlap: int) ->
     then the real frames; known_mask [N, T], 1 on the first `overlap` frames)."""
     from vdm_jax.train.conditional import sample_with_known
 
-    if not 0.0 < t0 < 1.0:
-        raise SystemExit(f"--renoise_from={t0} must be in (0, 1)")
     check_args(t0, overlap, 1, clips.shape[1])
     none_known = np.zeros(clips.shape[:2], np.float32)
     renoised = np.asarray(sample_with_known(model, rng, clips, none_known, start=clips, start_time=t0), np.float32)
