@@ -1,4 +1,9 @@
-"""The commands the docs tell users to run still run: every `python main.py ...` and `python benchmarks/<x>.py ...`
+"""The docs hold: their links lead somewhere, and the commands they tell users to run still run.
+
+Links: every relative link in the README and docs/ names a file that exists and, with `#anchor`, a heading of that
+file (GitHub's anchors: lower case, punctuation dropped, spaces to hyphens, `-1`, `-2` for repeated headings).
+
+Commands: every `python main.py ...` and `python benchmarks/<x>.py ...`
 in the README, docs/, the configs' and benchmarks' docstrings and main.py names flags that exist, and its config
 overrides name existing keys with values of their type; a main.py command's whole config passes the checks main.py
 makes before it starts (the model fits the data, and so on).
@@ -9,6 +14,7 @@ The check runs in a subprocess: the benchmarks' argument parsers are built by ru
 
 from __future__ import annotations
 
+import collections
 import pathlib
 import re
 import shlex
@@ -146,6 +152,49 @@ def test_documented_commands_parse_and_their_configs_pass_checks():
     assert lines and lines[0].startswith("checked "), out.stdout[-3000:]
     assert int(lines[0].split()[1]) >= 50, "the docs' commands were not found"
     assert len(lines) == 1, "documented commands that would fail:\n" + "\n".join(lines[1:])
+
+
+def github_anchor(heading: str) -> str:
+    text = re.sub(r"[`*]", "", heading.strip()).lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def heading_anchors(text: str) -> set[str]:
+    anchors, seen, in_code = set(), collections.Counter(), False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        heading = None if in_code else re.match(r"#{1,6} (.*)", line)
+        if heading:
+            anchor = github_anchor(heading.group(1))
+            anchors.add(anchor if seen[anchor] == 0 else f"{anchor}-{seen[anchor]}")
+            seen[anchor] += 1
+    return anchors
+
+
+def test_github_anchor_matches_githubs_rule():
+    assert github_anchor("Trained longer: 12000 steps; 6000 + 4000 (16 clips)") == (
+        "trained-longer-12000-steps-6000--4000-16-clips"
+    )
+    assert github_anchor("`video_folder`: your own videos") == "video_folder-your-own-videos"
+    assert heading_anchors("# A\n## A\n```\n# A\n```\n### A") == {"a", "a-1", "a-2"}
+
+
+def test_docs_links_lead_to_files_and_headings():
+    broken, count = [], 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"\w+://|mailto:", link):
+                continue
+            count += 1
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists():
+                broken.append(f"{page.name}: {link} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in heading_anchors(target.read_text()):
+                broken.append(f"{page.name}: {link} (no such heading)")
+    assert count >= 30, "the docs' links were not found"
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def _quiet_env() -> dict:
