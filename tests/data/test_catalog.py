@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from tests.data.conftest import to_uint8
+from tests.data.resize_reference import tent_resize
 from vdm_jax.data import DataConfig, DatasetNotPreparedError, load_examples, make_iterator, prepare
 from vdm_jax.parallel import make_mesh
 
@@ -29,6 +29,16 @@ def level_video(num_frames: int, size: int, base: int, channels: int = 3) -> np.
     return np.broadcast_to(levels[:, None, None, None], (num_frames, size, size, channels)).copy()
 
 
+def patterned_video(num_frames: int, base: int) -> np.ndarray:
+    """uint8 [T, 256, 256, 3]: frame t is base + 4 t plus a spatial pattern: a horizontal ramp of 0..32 grey levels
+    across the width and an off-centre bright square (+24) in the top-right quarter. The level names the frame;
+    the pattern shows where the frame was cropped and how it was resized."""
+    pattern = np.broadcast_to(np.round(32 * np.arange(256) / 255), (256, 256)).copy()
+    pattern[32:96, 160:224] += 24
+    levels = base + 4 * np.arange(num_frames)
+    return np.repeat((levels[:, None, None] + pattern)[..., None], 3, axis=-1).astype(np.uint8)
+
+
 def frame_levels(video: np.ndarray) -> np.ndarray:
     return np.round(video.reshape(video.shape[0], -1).mean(-1)).astype(int)
 
@@ -36,9 +46,11 @@ def frame_levels(video: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def catalog_dir(tmp_path_factory):
     data_dir = str(tmp_path_factory.mktemp("tfds_catalog"))
+    # Frame levels: train video i 10 + i + 4 t (t < 24 + i, at most 117), test video j 120 + j + 4 t (t < 20): no
+    # two frames of the six videos share a level.
     ucf = {
-        "train": ((f"train_{i}.avi", {"video": level_video(24 + i, 256, 10 + i), "label": 7 * i}) for i in range(4)),
-        "test": ((f"test_{i}.avi", {"video": level_video(20, 256, 100 + i), "label": 3}) for i in range(2)),
+        "train": ((f"train_{i}.avi", {"video": patterned_video(24 + i, 10 + i), "label": 7 * i}) for i in range(4)),
+        "test": ((f"test_{i}.avi", {"video": patterned_video(20, 120 + i), "label": 3}) for i in range(2)),
     }
     build_with_fake_download("ucf101/ucf101_1_256", data_dir, ucf)
 
@@ -62,27 +74,66 @@ def catalog_dir(tmp_path_factory):
     return data_dir
 
 
+def _ucf_reference(data_dir: str, resolution: int) -> list[tuple[int, np.ndarray]]:
+    """(label, every frame resized) of the six stored UCF-101 videos, train then test: the JPEG frames as TFDS
+    decodes them (256x256, so the centre square is the whole frame), downsized by the numpy triangle filter."""
+    builder = tfds.builder("ucf101/ucf101_1_256", data_dir=data_dir)
+    return [
+        (int(ex["label"]), tent_resize(ex["video"], resolution))
+        for split in ("train", "test")
+        for ex in builder.as_dataset(split=split, shuffle_files=False).as_numpy_iterator()
+    ]
+
+
+def _find_ucf_clip(clip: np.ndarray, label: int, reference, stride: int = 2) -> tuple[int, int, int]:
+    """(video, start, number of frames) of the reference video with this label whose frames start + j * stride
+    match `clip` (float, 0..255) within 0.01 grey levels; frames of other videos or starts are >= 1 level off."""
+    t = clip.shape[0]
+    found = [
+        (v, s, len(frames))
+        for v, (lab, frames) in enumerate(reference)
+        if lab == label
+        for s in range(len(frames) - (t - 1) * stride)
+        if np.abs(frames[s : s + (t - 1) * stride + 1 : stride] - clip).max() < 0.01
+    ]
+    assert len(found) == 1, (label, found)
+    return found[0]
+
+
 def test_ucf101_clips_labels_and_resizing(catalog_dir):
+    """Every training clip is frames start, start + 2, ... of one stored video with its own label, each frame the
+    256x256 JPEG frame downsized to 32 by the triangle filter computed in numpy (`tent_resize`, within 0.01 grey
+    levels): taking the top-left 32x32 pixels, or a plain box mean, is off by whole grey levels on the ramp and
+    the square. Starts are uniform on 0..L - 7 for a video of L frames: over 8 epochs (one batch of the six videos
+    each) every quarter of that range (4 start // (L - 6) = 0, 1, 2, 3) holds at least 3 of the 48 starts, and
+    another seed's first epoch agrees on at most 4 of the 6 videos' starts. A correct sampler fails these with
+    probability ~1e-3 and ~1e-5 over seeds (10^6 simulated draws); the seed is fixed, so the test is deterministic.
+    Before, frames flat per frame left the resize unchecked, and a start always 0 passed."""
     cfg = DataConfig(name="ucf101", data_dir=catalog_dir, num_frames=4, frame_stride=2, resolution=32, shuffle_buffer=8)
     prepare(cfg)  # prepared: no error
+    reference = _ucf_reference(catalog_dir, 32)
+    assert [lab for lab, _ in reference[:4]] == [0, 7, 14, 21] and [lab for lab, _ in reference[4:]] == [3, 3]
     # Training reads all videos, train and test parts of split 1 (as the paper: all 13,320).
-    it = make_iterator(cfg, split="train", global_batch_size=6, mesh=make_mesh((1, 1, 1)), seed=0)
-    b = {k: np.asarray(v) for k, v in next(it).items()}
-    assert b["video"].shape == (6, 4, 32, 32, 3) and set(b) == {"video", "segment_ids", "label"}
-    for video, label in zip(to_uint8(b["video"]), b["label"], strict=True):
-        levels = frame_levels(video)
-        assert np.all(np.abs(np.diff(levels) - 8) <= 1)  # stride 2 frames of +4 each (JPEG: +-1)
-        if label == 3:  # test video j in {0, 1}: 20 frames of levels 100 + j + 4 f
-            starts = [(levels[0] - 100 - j) / 4 for j in (0, 1)]
-            assert any(abs(s - round(s)) < 0.3 and 0 <= round(s) <= 20 - 7 for s in starts), levels
-            continue
-        i = label // 7
-        start = (levels[0] - 10 - i) / 4
-        assert abs(start - round(start)) < 0.3 and 0 <= round(start) <= (24 + i) - 7
-    assert sorted(b["label"].tolist()) == [0, 3, 3, 7, 14, 21]
+    starts = {}
+    for seed, epochs in ((0, 8), (1, 1)):
+        it = make_iterator(cfg, split="train", global_batch_size=6, mesh=make_mesh((1, 1, 1)), seed=seed)
+        for epoch in range(epochs):
+            b = {k: np.asarray(v) for k, v in next(it).items()}
+            assert b["video"].shape == (6, 4, 32, 32, 3) and set(b) == {"video", "segment_ids", "label"}
+            assert sorted(b["label"].tolist()) == [0, 3, 3, 7, 14, 21]
+            for video, label in zip(b["video"], b["label"], strict=True):
+                v, start, length = _find_ucf_clip((video.astype(np.float64) + 1) * 127.5, int(label), reference)
+                starts[seed, epoch, v] = (start, length)
+    assert len(starts) == 9 * 6  # each video once per epoch
+    quarters = [4 * s // (length - 6) for (seed, _, _), (s, length) in starts.items() if seed == 0]
+    counts = np.bincount(quarters, minlength=4)
+    assert counts.shape == (4,) and counts.min() >= 3, counts
+    assert sum(starts[0, 0, v] == starts[1, 0, v] for v in range(6)) <= 4, starts
     ref = load_examples(cfg, "test")
     assert ref["video"].shape == (2, 4, 32, 32, 3) and ref["label"].tolist() == [3, 3]
-    assert sorted(frame_levels(v)[0] for v in ref["video"]) == pytest.approx([100, 101], abs=1)
+    # The test videos from frame 0, both lists in TFDS's stored order.
+    for video, (_, frames) in zip(ref["video"], reference[4:], strict=True):
+        assert np.abs(video - frames[0:7:2]).max() <= 0.51  # rounded to uint8
 
 
 def test_bair_and_moving_mnist(catalog_dir):

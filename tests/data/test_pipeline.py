@@ -60,6 +60,39 @@ def test_batch_contents_and_one_epoch_is_a_permutation(tiny_shapes, tiny_shapes_
     assert it.get_state()["epoch"] == 0 and it.get_state()["batch"] == 4
 
 
+def _clip_starts(batches_, videos: np.ndarray, num_frames: int = 8) -> list[tuple[int, int]]:
+    """(video, start) of every training clip in `batches_`, looked up among all windows of the stored `videos`."""
+    windows = {
+        videos[n, s : s + num_frames].tobytes(): (n, s)
+        for n in range(videos.shape[0])
+        for s in range(videos.shape[1] - num_frames + 1)
+    }
+    assert len(windows) == videos.shape[0] * (videos.shape[1] - num_frames + 1)  # each window names one start
+    return [windows[clip.tobytes()] for b in batches_ for clip in to_uint8(b["video"])]
+
+
+def test_clip_starts_are_uniform_and_redrawn_each_epoch_and_seed(tiny_shapes, tiny_shapes_videos):
+    """Training clips of 8 frames start uniformly on 0..8 of the 16-frame videos: over two epochs (128 clips) every
+    start occurs at least 4 times and the counts pass a chi-square test at the 0.1% level (8 degrees of freedom:
+    statistic < 26.12). For a correct uniform sampler these fail together with probability ~0.3% over seeds
+    (200,000 simulated multinomial(128, 1/9) draws); the seed is fixed, so the test is deterministic. A video's
+    start is drawn afresh each epoch and for each seed: agreeing in >= 20 of 64 videos has probability 1.2e-5
+    (binomial(64, 1/9)). Before, a start always 0 (training only ever sees each video's first frames) passed."""
+    videos = tiny_shapes_videos["video"]
+    it = iterator(tiny_shapes)
+    epochs = [_clip_starts(batches(it, 4), videos), _clip_starts(batches(it, 4), videos)]
+    other_seed = _clip_starts(batches(iterator(tiny_shapes, seed=1), 4), videos)
+    for starts in (*epochs, other_seed):
+        assert sorted(n for n, _ in starts) == list(range(64))  # one clip of each video per epoch
+    counts = np.bincount([s for epoch in epochs for _, s in epoch], minlength=9)
+    assert counts.shape == (9,) and counts.min() >= 4, counts
+    expected = 128 / 9
+    assert ((counts - expected) ** 2 / expected).sum() < 26.12, counts
+    by_video = [dict(starts) for starts in (*epochs, other_seed)]
+    assert sum(by_video[0][n] == by_video[1][n] for n in range(64)) < 20  # epoch 0 vs epoch 1
+    assert sum(by_video[0][n] == by_video[2][n] for n in range(64)) < 20  # seed 0 vs seed 1
+
+
 def test_deterministic_for_a_seed_and_different_across_seeds(tiny_shapes):
     a, b, c = batches(iterator(tiny_shapes), 2), batches(iterator(tiny_shapes), 2), batches(iterator(tiny_shapes, 1), 2)
     for x, y in zip(a, b, strict=True):

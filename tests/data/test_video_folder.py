@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import to_uint8
+from tests.data.resize_reference import tent_resize
 from tests.data.video_files import block_frames, smooth_frames, write_gif, write_mp4
 from vdm_jax.data import DataConfig, load_examples, make_iterator, prepare
 from vdm_jax.data.catalog import get_builder
-from vdm_jax.data.video_decode import resize_square
 from vdm_jax.parallel import make_mesh
 
 
@@ -52,6 +52,9 @@ def test_build_skips_bad_files_and_reports_them(folder):
 
 
 def test_frames_read_back_match_what_was_written(folder):
+    """The 48x64 (4:3) mp4 frames come back as their centre 48x48 square, columns 8..55 ((64 - 48) / 2 = 8),
+    downsized to 32 by the triangle filter computed in numpy (`tent_resize`), within H.264's error; a top-left crop
+    (columns 0..47) is off by ~40 grey levels on average. The 32x32 GIF is stored as it is, exactly."""
     cfg, waves, blocks = folder
     builder = get_builder(cfg)
     clips = {}
@@ -59,13 +62,46 @@ def test_frames_read_back_match_what_was_written(folder):
         clips[(ex["path"].decode(), int(ex["clip_index"]))] = ex
     for c in range(2):
         ex = clips[(os.path.join("waves", "a.mp4"), c)]
-        source = np.stack([resize_square(f, 32) for f in waves[c * 8 : c * 8 + 8 : 2]])
-        error = np.abs(ex["video"].astype(np.int32) - source)
+        source = tent_resize(waves[c * 8 : c * 8 + 8 : 2, :, 8:56], 32)  # frames c*8, c*8+2, ... (stride 2)
+        error = np.abs(ex["video"] - source)
         assert error.mean() < 4 and np.percentile(error, 99) < 16  # H.264 at crf 12 + yuv420 chroma subsampling
         assert ex["caption"] == b"colour waves drifting" and ex["label"] == 1
     ex = clips[(os.path.join("blocks", "b.gif"), 0)]
     np.testing.assert_array_equal(ex["video"], blocks[0:8:2])  # few colours: GIF is lossless here
     assert ex["caption"] == b"blocks sliding" and ex["label"] == 0
+
+
+def grid_frames(num_frames: int, height: int, width: int, seed: int) -> np.ndarray:
+    """uint8 [T, H, W, 3]: 8x8-pixel cells of 4 flat colours in a random layout scrolling one cell left per frame.
+
+    Few colours, so a GIF stores them exactly; every cell row and column differs, so a crop off by a cell shows.
+    """
+    rng = np.random.default_rng(seed)
+    colours = rng.choice(256, size=(4, 3), replace=False).astype(np.uint8)
+    cells = rng.integers(0, 4, size=(height // 8, width // 8 + num_frames))
+    frames = [colours[cells[:, t : t + width // 8]] for t in range(num_frames)]
+    return np.stack(frames).repeat(8, axis=1).repeat(8, axis=2)
+
+
+def test_non_square_frames_are_centre_cropped_then_resized(tmp_path):
+    """A wide 32x48 GIF at resolution 32 is its centre columns 8..39, exactly (no resize: the square is already 32).
+    A tall 96x64 GIF is its centre rows 16..79, downsized 64 -> 32 by the numpy triangle filter to within 1 grey
+    level (PIL resizes in 8 bits, rounding after each of its two passes). Top-left crops differ by whole cells."""
+    (tmp_path / "v").mkdir()
+    wide, tall = grid_frames(4, 32, 48, seed=6), grid_frames(4, 96, 64, seed=7)
+    write_gif(str(tmp_path / "v" / "wide.gif"), wide)
+    write_gif(str(tmp_path / "v" / "tall.gif"), tall)
+    cfg = DataConfig(
+        name="video_folder", video_dir=str(tmp_path / "v"), data_dir=str(tmp_path / "tfds"), num_frames=4, resolution=32
+    )
+    prepare(cfg)
+    got = {ex["path"].decode(): ex["video"] for ex in get_builder(cfg).as_dataset(split="train").as_numpy_iterator()}
+    assert set(got) == {"wide.gif", "tall.gif"}
+    np.testing.assert_array_equal(got["wide.gif"], wide[:, :, 8:40])
+    assert not np.array_equal(wide[:, :, 8:40], wide[:, :, :32])  # a top-left crop would show
+    error = np.abs(got["tall.gif"] - tent_resize(tall[:, 16:80], 32))
+    assert error.max() <= 1, error.max()
+    assert np.abs(tent_resize(tall[:, :64], 32) - tent_resize(tall[:, 16:80], 32)).mean() > 20  # so would one here
 
 
 def _stored_clips(cfg) -> list[np.ndarray]:
