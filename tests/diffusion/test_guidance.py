@@ -20,13 +20,14 @@ from vdm_jax.diffusion import (
 SHAPE = (6, 2, 3, 3, 2)
 
 
-def class_model(calls):
-    """A toy conditional v-model: x̂ = tanh(z) + 0.3·label (label 2 = null), counting its calls and batch sizes."""
+def class_model(calls, param="v"):
+    """A toy conditional model with output `param`: x̂ = tanh(z) + 0.3·label (label 2 = null), counting its calls
+    and batch sizes."""
 
     def fn(z, logsnr, cond):
         calls.append(z.shape[0])
         shift = 0.3 * cond["label"].astype(jnp.float32).reshape(-1, 1, 1, 1, 1)
-        return from_x(jnp.tanh(z) + shift, z, logsnr, "v")
+        return from_x(jnp.tanh(z) + shift, z, logsnr, param)
 
     return fn
 
@@ -42,16 +43,17 @@ def test_cfg_zero_weight_is_the_conditional_model_and_one_batched_call():
     assert calls == [12, 6]  # the guided call evaluated cond and null in one batch of 2B
 
 
-@pytest.mark.parametrize("param", ["v", "x"])
+@pytest.mark.parametrize("param", ["eps", "v", "x"])
 def test_cfg_is_the_epsilon_space_combination(param):
-    fn = class_model([])
+    """Combining the raw outputs equals the combination of eq. 6 in ε space, whatever the network predicts."""
+    fn = class_model([], param)
     z = jax.random.normal(jax.random.key(1), SHAPE)
     lam = jnp.linspace(-4.0, 4.0, 6)
     cond, null = {"label": jnp.array([0, 1, 0, 1, 1, 0])}, {"label": jnp.full((6,), 2)}
     w = 3.0
     out = classifier_free_guidance(fn, w, {"label": 2})(z, lam, cond)
-    eps_c, eps_u = (predict_eps(fn(z, lam, c), z, lam, "v") for c in (cond, null))
-    np.testing.assert_allclose(predict_eps(out, z, lam, "v"), (1 + w) * eps_c - w * eps_u, rtol=1e-4, atol=1e-4)
+    eps_c, eps_u = (predict_eps(fn(z, lam, c), z, lam, param) for c in (cond, null))
+    np.testing.assert_allclose(predict_eps(out, z, lam, param), (1 + w) * eps_c - w * eps_u, rtol=1e-4, atol=1e-4)
     # Keys of cond that null_cond does not name (known frames of a frame-conditioned model) are shared.
     seen = []
     classifier_free_guidance(lambda z, lam_, c: seen.append(c) or z, w, {"label": 2})(

@@ -16,12 +16,31 @@ ORACLE = GaussianOracle(MEAN, np.diag(STD**2), SHAPE)
 WRONG = GaussianOracle(MEAN + 0.3, np.diag((1.5 * STD) ** 2), SHAPE)
 
 
+def paper_weight(weighting: str, lam: np.ndarray, gamma: float) -> np.ndarray:
+    """w(λ) on the x-MSE, written out from the papers (not the package's table): ‖ε − ε̂‖² = SNR ‖x − x̂‖²,
+    ‖v − v̂‖² = (1 + SNR) ‖x − x̂‖², truncated SNR max(SNR, 1), min-SNR-γ min(SNR, γ)."""
+    snr = np.exp(lam)
+    return {
+        "eps_mse": snr,
+        "v_mse": 1.0 + snr,
+        "x_mse": np.ones_like(snr),
+        "truncated_snr": np.maximum(snr, 1.0),
+        "min_snr": np.minimum(snr, gamma),
+    }[weighting]
+
+
 def analytic_loss(cfg: DiffusionConfig, oracle: GaussianOracle, resolution: int = 32) -> float:
     """E_t[w(λ_t) tr Cov(x | z_t) / F]: the irreducible loss (the optimal x̂ errs by the posterior variance)."""
     t = (np.arange(200_000) + 0.5) / 200_000
     lam = np.asarray(make_schedule(cfg, resolution)(t), np.float64)
-    w = np.asarray(x_mse_weight(cfg.loss_weighting, jnp.asarray(lam), cfg.min_snr_gamma), np.float64)
-    return float(np.mean(w * oracle.posterior_var_mean(lam)))
+    return float(np.mean(paper_weight(cfg.loss_weighting, lam, cfg.min_snr_gamma) * oracle.posterior_var_mean(lam)))
+
+
+@pytest.mark.parametrize("weighting", ["eps_mse", "v_mse", "x_mse", "truncated_snr", "min_snr"])
+def test_x_mse_weight_is_the_papers(weighting):
+    lam = np.linspace(-12.0, 12.0, 97)
+    got = np.asarray(x_mse_weight(weighting, jnp.asarray(lam, jnp.float32), 5.0), np.float64)
+    np.testing.assert_allclose(got, paper_weight(weighting, lam, 5.0), rtol=1e-5)
 
 
 def batch_losses(cfg, num_batches=48, batch=256, seed=0):
@@ -39,7 +58,7 @@ def batch_losses(cfg, num_batches=48, batch=256, seed=0):
 
 @pytest.mark.parametrize(
     "param, weighting",
-    [("v", "v_mse"), ("eps", "eps_mse"), ("x", "min_snr"), ("eps", "truncated_snr")],
+    [("v", "v_mse"), ("eps", "eps_mse"), ("eps", "x_mse"), ("x", "min_snr"), ("eps", "truncated_snr")],
 )
 def test_oracle_loss_equals_irreducible_value_and_wrong_denoiser_is_worse(param, weighting):
     cfg = DiffusionConfig(parameterization=param, loss_weighting=weighting)

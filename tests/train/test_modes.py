@@ -34,6 +34,30 @@ def test_sample_mode_writes_videos(tiny_run):
     assert (workdir / "samples" / "sample_step2.gif").stat().st_size > 0
 
 
+def test_sampling_and_evaluation_restore_the_ema_parameters(tiny_run):
+    """restore_for_inference (behind --mode=sample, --mode=evaluate and conditional sampling) gives the checkpoint's
+    EMA parameters, which after 2 steps differ from the trained ones."""
+    import jax
+    import numpy as np
+
+    from vdm_jax import configuration
+    from vdm_jax.train.checkpoint import Checkpointer
+    from vdm_jax.train.loop import restore_for_inference
+
+    workdir, _ = tiny_run
+    cfg = configuration.from_config_dict(configuration.load_run_config(str(workdir)))
+    _, params, _, step = restore_for_inference(cfg, str(workdir), None)
+    ckpt = Checkpointer(str(workdir / "checkpoints"))
+    stored = ckpt.restore_raw(step)
+    ckpt.close()
+    restored = [np.asarray(x) for x in jax.tree.leaves(params)]
+    ema, trained = (list(map(np.asarray, jax.tree.leaves(stored[k]))) for k in ("ema_params", "params"))
+    assert step == 2 and len(restored) == len(ema) == len(trained)
+    for r, e in zip(restored, ema, strict=True):
+        np.testing.assert_array_equal(r, e)
+    assert max(float(np.max(np.abs(r - t))) for r, t in zip(restored, trained, strict=True)) > 1e-4
+
+
 def test_sample_flags_the_model_cannot_use_are_clear_errors(tiny_run):
     """--caption and --label reach the sampler: on this unconditional model each is refused by name, no traceback."""
     workdir, data_dir = tiny_run

@@ -147,3 +147,36 @@ def test_dropping_every_example_trains_the_null_conditioning():
     all_dropped, given_null, given_real = loss(1.0, _labelled_batch()), loss(0.0, null), loss(0.0, _labelled_batch())
     np.testing.assert_allclose(all_dropped, given_null, rtol=1e-6)
     assert abs(given_real - given_null) > 1e-3 * given_null
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_learning_rate_warms_up_linearly_then_decays_by_the_cosine_to_zero(schedule):
+    """lr(s) = lr·s/W for s < W, then lr·½(1 + cos(π (s − W)/(N − W))) (cosine) or lr (constant)."""
+    cfg = configuration.from_config_dict(
+        configuration.load_config_file(
+            "configs/default.py",
+            [
+                "train.learning_rate=0.004",
+                "train.warmup_steps=100",
+                "train.num_steps=1100",
+                f"train.lr_schedule={schedule}",
+            ],
+        )
+    ).train
+    lr = train_state.learning_rate_schedule(cfg)
+    steps = np.array([0, 1, 50, 99, 100, 350, 600, 850, 1099, 1100])
+    warm = 0.004 * np.minimum(steps, 100) / 100
+    after = 0.004 * (0.5 * (1 + np.cos(np.pi * (steps - 100) / 1000)) if schedule == "cosine" else 1.0)
+    expected = np.where(steps < 100, warm, after)
+    np.testing.assert_allclose([float(lr(s)) for s in steps], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_ema_is_the_warmed_up_exponential_average():
+    """e ← d·e + (1 − d)·p with d = min(decay, (1 + s)/(10 + s)): 0.1 at step 0 (the EMA nearly jumps to the
+    parameters), the configured decay once (1 + s)/(10 + s) exceeds it."""
+    ema = {"w": jnp.array([1.0, -2.0]), "b": jnp.array(3.0)}
+    params = {"w": jnp.array([0.0, 2.0]), "b": jnp.array(-1.0)}
+    for step, d in ((0, 0.1), (8, 0.5), (100_000, 0.999)):
+        out = train_state.ema_update(ema, params, 0.999, jnp.asarray(step))
+        for k in ema:
+            np.testing.assert_allclose(out[k], d * np.asarray(ema[k]) + (1 - d) * np.asarray(params[k]), rtol=1e-6)

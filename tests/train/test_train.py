@@ -39,13 +39,14 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 def assert_resume_is_exact(tmp_path, common: tuple[str, ...], data_dir: str) -> dict:
     """Runs main.py with `common` flags for 4 steps straight, and for 2 then resumed to 4; asserts both end at the same
-    parameters and returns the straight run's final state."""
+    parameters and EMA parameters and returns the straight run's final state."""
     ok(runs.run(tmp_path / "straight", *common, "--config.train.num_steps=4", data_dir=data_dir))
     ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=2", data_dir=data_dir))
     ok(runs.run(tmp_path / "resumed", *common, "--config.train.num_steps=4", data_dir=data_dir))
     straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
     assert int(straight["step"]) == int(resumed["step"]) == 4
     assert_trees_close(straight["params"], resumed["params"], rtol=1e-5, atol=1e-6)
+    assert_trees_close(straight["ema_params"], resumed["ema_params"], rtol=1e-5, atol=1e-6)  # what samples use
     return straight
 
 
@@ -106,6 +107,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
     assert int(resumed["step"]) == 6
     assert_trees_close(straight["params"], resumed["params"], rtol=1e-6, atol=1e-7)
     assert_trees_close(straight["opt_state"], resumed["opt_state"], rtol=1e-6, atol=1e-7)
+    assert_trees_close(straight["ema_params"], resumed["ema_params"], rtol=1e-6, atol=1e-7)
 
 
 def test_sigterm_saves_current_step_and_next_start_resumes(tmp_path, moving_shapes_dir):
