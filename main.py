@@ -13,7 +13,9 @@ The logic lives in `vdm_jax` so that notebooks can call it; this file only parse
 """
 
 import logging as pylogging
+import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -225,16 +227,46 @@ def _run(cfg) -> None:
         entry.evaluate_checkpoint(cfg, _WORKDIR.value, step=_CHECKPOINT.value)
 
 
+def _config_file_error(argv: list[str], error: BaseException) -> str:
+    """One line for a --config file that cannot be loaded: its path, the root cause, and the files there are."""
+    path = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+    if path is None and "--config" in argv[1:-1]:
+        path = argv[argv.index("--config") + 1]
+    while error.__cause__ is not None:  # ml_collections re-raises the load failure when the config is first read
+        error = error.__cause__
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not isinstance(error, OSError):  # the file's own code failed: say where
+        file = os.path.abspath(str(path).split(":")[0])
+        where = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == file]
+        at = f" (line {where[-1].lineno})" if where else ""
+        return f"Config error: --config={path} fails to run{at}: {type(error).__name__}: {' '.join(lines)}"
+    configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+    names = sorted(n for n in os.listdir(configs) if n.endswith(".py") and not n.startswith("_"))
+    reason = lines[-1] if lines else type(error).__name__
+    return (
+        f"Config error: cannot load --config={path}: {reason}. Pass a config file (relative to the current "
+        f"directory, {os.getcwd()}), e.g. one of configs/{{{','.join(names)}}}."
+    )
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
-    """absl parsing, with a config override that names no existing key reported in one line (not a traceback)."""
+    """absl parsing, with a config override that names no existing key, or a config file that cannot be loaded,
+    reported in one line (not a traceback)."""
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
+    except (OSError, SyntaxError, NameError, ImportError) as e:  # the config file is unreadable or fails to run
+        sys.exit(_config_file_error(argv, e))
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         sys.exit(
             f"Flag error: {e}. Config overrides given: {bad}; every key must exist in the config file "
             "(see configs/default.py) and keep its type."
         )
+    try:  # ml_collections defers an unreadable config file's error until the config is first read: read it now.
+        getattr(_CONFIG.value, "lock", None)
+    except OSError as e:
+        sys.exit(_config_file_error(argv, e))
+    return rest
 
 
 if __name__ == "__main__":

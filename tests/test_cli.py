@@ -83,6 +83,33 @@ def test_mesh_the_devices_or_batch_cannot_fill_is_a_clear_error(tmp_path, device
     assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        ("configs/nope.py", [], "cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
+        ("configs/nope.py", ["--config.seed=3"], "cannot load --config=configs/nope.py: [Errno 2] No such file"),
+        ("{tmp}/broken.py", [], "--config={tmp}/broken.py fails to run (line 2): NameError: name 'nonsense'"),
+    ],
+)
+def test_unloadable_config_file_is_one_line_before_any_heavy_import(tmp_path, config, overrides, message):
+    """A config file that does not exist (ml_collections defers that error until the config is first read; with
+    overrides it comes at once) or whose code fails: one line naming the path, before JAX or TensorFlow load (they
+    are blocked here: importing either would fail loudly)."""
+    blocked = tmp_path / "blocked"
+    for module in ("tensorflow", "jax"):
+        (blocked / module).mkdir(parents=True)
+        (blocked / module / "__init__.py").write_text(f"raise ImportError('{module} imported')\n")
+    (tmp_path / "broken.py").write_text("def get_config():\n    return nonsense\n")
+    config, message = config.format(tmp=tmp_path), message.format(tmp=tmp_path)
+    out = run_main(f"--config={config}", f"--workdir={tmp_path / 'run'}", *overrides, env={"PYTHONPATH": str(blocked)})
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr[-3000:]
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr[-3000:]
+    if "nope" in config:
+        assert "configs/{bair.py,default.py," in out.stderr  # the config files there are
+    assert not (tmp_path / "run").exists()
+
+
 def test_wrong_type_override_is_rejected(tmp_path):
     out = run_main("--config=configs/default.py", f"--workdir={tmp_path}", "--config.train.num_steps=many")
     assert out.returncode != 0

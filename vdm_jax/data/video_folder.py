@@ -35,10 +35,28 @@ class CaptionsFileError(UserError, ValueError):
     """A captions file that names none of the folder's videos; the message shows paths of both."""
 
 
+class VideoDirError(UserError, FileNotFoundError):
+    """data.video_dir is missing, not a directory, or holds no video files."""
+
+
+class NoClipsError(UserError, ValueError):
+    """No file of data.video_dir gave a clip (all undecodable or too short); the message says why for the first."""
+
+
+def _no_videos_message(video_dir: str) -> str:
+    return (
+        f"data.video_dir={video_dir!r} holds no video files (looked for {', '.join(VIDEO_EXTENSIONS)} in it and its "
+        "subfolders); put your videos there or point --config.data.video_dir at the folder that holds them"
+    )
+
+
 def list_videos(video_dir: str) -> list[str]:
-    """Relative paths of the video files under `video_dir`, sorted."""
+    """Relative paths of the video files under `video_dir`, sorted. Raises `VideoDirError` if it is no directory."""
     if not os.path.isdir(video_dir):
-        raise FileNotFoundError(f"data.video_dir={video_dir!r} is not a directory; point it at your folder of videos")
+        what = "is not a directory" if os.path.exists(video_dir) else "does not exist (it is not a directory)"
+        raise VideoDirError(
+            f"data.video_dir={video_dir!r} {what}; point --config.data.video_dir at your folder of videos"
+        )
     found = []
     for root, dirs, files in os.walk(video_dir):
         dirs.sort()
@@ -113,7 +131,10 @@ def make_config(
     video_dir = os.path.abspath(video_dir)
     captions_file = os.path.abspath(captions_file) if captions_file else ""
     listing = []
-    for rel in list_videos(video_dir):
+    relpaths = list_videos(video_dir)
+    if not relpaths:  # Refused here, before TFDS starts a build that could only fail.
+        raise VideoDirError(_no_videos_message(video_dir))
+    for rel in relpaths:
         st = os.stat(os.path.join(video_dir, rel))
         listing.append((rel, st.st_size, int(st.st_mtime)))
     if captions_file:
@@ -168,10 +189,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self):
         cfg = self.builder_config
         relpaths = list_videos(cfg.video_dir)
-        if not relpaths:
-            raise FileNotFoundError(
-                f"data.video_dir={cfg.video_dir!r} holds no video files ({', '.join(VIDEO_EXTENSIONS)})"
-            )
+        if not relpaths:  # emptied since make_config listed it
+            raise VideoDirError(_no_videos_message(cfg.video_dir))
         names = class_names(relpaths)
         captions = read_captions(cfg.captions_file) if cfg.captions_file else {}
         if cfg.captions_file:
@@ -199,6 +218,8 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
                     example["caption"] = captions.get(os.path.normpath(rel), "")
                 num_clips += 1
                 yield f"{rel}#{c}", example
+        if not num_clips:  # Raised before TFDS finalizes the split (it would fail with "No examples were yielded").
+            raise NoClipsError(no_clips_message(cfg, relpaths, skipped))
         if skipped:
             logging.warning(
                 "video_folder: %d of %d files skipped (%d clips written): %s",
@@ -209,3 +230,27 @@ class VideoFolder(tfds.core.GeneratorBasedBuilder):
             )
         self.info.metadata["skipped_files"] = skipped
         self.info.metadata["num_files"] = len(relpaths)
+
+
+def no_clips_message(cfg: VideoFolderConfig, relpaths: list[str], skipped: dict[str, str]) -> str:
+    """Why none of the `relpaths` under cfg.video_dir gave a clip (`skipped`: path -> reason), and what to do."""
+    undecodable = [p for p in relpaths if skipped.get(p, "").startswith("undecodable")]
+    short = [p for p in relpaths if skipped.get(p, "").startswith("too short")]
+    first = relpaths[0]
+    fixes = []
+    if undecodable:
+        fixes.append("check that the files play (e.g. with ffprobe) and re-encode or remove the broken ones")
+    if short:
+        need = (cfg.num_frames - 1) * cfg.frame_stride + 1
+        fixes.append(
+            f"a clip needs {need} frames: for shorter videos lower --config.data.num_frames or "
+            "--config.data.frame_stride (--config.data.long_range_span with long-range windows)"
+        )
+    what = "could not be decoded" if len(undecodable) == len(relpaths) else "gave no clip"
+    counts = f" ({len(undecodable)} undecodable, {len(short)} too short)" if undecodable and short else ""
+    path = os.path.join(cfg.video_dir, first)
+    reason = skipped.get(first, "no clip").replace(f"{path}: ", "")  # decode errors start with the path
+    return (
+        f"all {len(relpaths)} video files under data.video_dir={cfg.video_dir!r} {what}{counts} (first: {path}: "
+        f"{reason}); {'; '.join(fixes)}"
+    )

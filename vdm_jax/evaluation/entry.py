@@ -3,7 +3,8 @@
 `evaluate_checkpoint(cfg, workdir)`: the EMA parameters of the latest (or a given) checkpoint sample
 `config.eval.num_samples` videos with the configured sampler; the configured metrics are computed (FVD against the
 dataset's test split, with real-data statistics cached per dataset / split / resolution / frame count); results go to
-`<workdir>/eval/step_<N>.json` (metric -> value, plus sampler, NFE, N, seconds), a sample grid, and TensorBoard.
+`<workdir>/eval/step_<N>.json` (metric -> value, plus sampler, NFE, N, seconds), a sample grid, and TensorBoard;
+evaluating step N again replaces its files, with a warning.
 With `config.eval.num_cond_frames = k > 0` the evaluation is of video prediction, as in the paper's BAIR and
 Kinetics-600 protocols: sample i continues the first k frames of test clip i // samples_per_clip (its own label and
 caption too), and FVD compares the whole videos with those clips.
@@ -210,9 +211,17 @@ def evaluate_checkpoint(cfg, workdir: str, *, step: int | None = None) -> dict:
     if jax.process_index() == 0:
         out_dir = os.path.join(workdir, "eval")
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
+        name = f"step_{step}"
+        # The names say only the step: evaluating it again (other sampler, metrics, seed) replaces the earlier files.
+        files = [f"{name}.{ext}" for ext in ("json", "gif", "mp4")]
+        earlier = [f for f in files if os.path.exists(os.path.join(out_dir, f))]
+        if earlier:
+            logging.warning(
+                "Replacing the earlier evaluation %s in %s (copy them away to keep them)", ", ".join(earlier), out_dir
+            )
+        with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(result, f, indent=2)
-        media.save_sample_grid(out_dir, f"step_{step}", videos[: cfg.train.num_samples])
+        media.save_sample_grid(out_dir, name, videos[: cfg.train.num_samples])
         writer = metric_writers.create_default_writer(workdir)
         writer.write_scalars(step, {f"evaluate/{k}": v for k, v in metrics.items()})
         writer.flush()
