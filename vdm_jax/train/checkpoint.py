@@ -6,9 +6,11 @@ an abstract state whose leaves carry the target shardings, so a checkpoint resto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import re
 from typing import Any
 
 import jax
@@ -20,6 +22,14 @@ from vdm_jax.errors import UserError
 
 class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint that does not fit the model being built."""
+
+
+class CheckpointUnreadableError(UserError, RuntimeError):
+    """A checkpoint whose files cannot be read (cut short, truncated, damaged)."""
+
+
+class CheckpointWriteError(UserError, RuntimeError):
+    """An asynchronous save that failed (disk full, file size limit, permissions)."""
 
 
 def _key_name(key: Any) -> str:
@@ -86,14 +96,31 @@ def check_same_run(stored: dict, cfg, directory: str) -> None:
             theirs, mine = stored.get(group, {}).get(key, BEFORE_IT_EXISTED.get(name)), current[group][key]
             if theirs is not None and plain(theirs) != plain(mine):
                 differ.append((name, theirs, mine))
+    # Gradient clipping on or off adds or removes a transform of the optimizer chain (`state.make_optimizer`), which
+    # moves every optimizer-state array: a defining setting as on / off; one positive value for another is free.
+    theirs, mine = stored.get("train", {}).get("grad_clip"), cfg.train.grad_clip
+    if theirs is not None and (theirs > 0) != (mine > 0):
+        differ.append(("train.grad_clip", theirs, mine))
     if differ:
         said = "; ".join(f"{name}={theirs!r} there, {mine!r} here" for name, theirs, mine in differ)
         as_flag = lambda v: str(tuple(v)).replace(" ", "") if isinstance(v, list) else str(v)
         flags = " ".join(f"--config.{name}={as_flag(theirs)}" for name, theirs, _ in differ)
+        clip = ""
+        if any(name == "train.grad_clip" for name, _, _ in differ):
+            clip = " (or, for gradient clipping on / off, the layout of its optimizer state: any positive grad_clip is "
+            clip += "clipping on, 0 is off)"
         raise CheckpointMismatchError(
-            f"the checkpoint at {directory} was trained with other settings that define what its weights compute: "
-            f"{said}. Pass the run's own ({flags}), or use a new --workdir for a new model."
+            f"the checkpoint at {directory} was trained with other settings that define what its weights compute"
+            f"{clip}: {said}. Pass the run's own ({flags}), or use a new --workdir for a new model."
         )
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as one short line: its type and the start of its message (TensorStore's run to kilobytes)."""
+    text = " ".join(str(e).split()) or repr(e)
+    short = f"{type(e).__name__}: {text[:400]}{'...' if len(text) > 400 else ''}"
+    found = re.search(r": ([^:]+?) \[os_error_code='?(\d+)", text)  # TensorStore's OS error, at the end.
+    return f"{found[1]} (errno {found[2]}; {short})" if found else short
 
 
 class Checkpointer:
@@ -104,6 +131,7 @@ class Checkpointer:
         (a mistyped path stays an error, not a new empty folder) and never saves or deletes."""
         self.directory = os.path.abspath(directory)
         self._closed = False
+        self._saving: int | None = None  # The step of the save in flight (or last launched), until checked.
         if read_only:
             options = ocp.CheckpointManagerOptions(create=False, read_only=True)
         else:
@@ -127,7 +155,50 @@ class Checkpointer:
             config=ocp.args.JsonSave(json.loads(config_json)),
             data=ocp.args.JsonSave({"iterator": data_state}),
         )
-        return self.manager.save(step, args=args, force=force)
+        self.raise_if_save_failed()  # The previous save's error, named, not Orbax's at the start of this one.
+        saved = self.manager.save(step, args=args, force=force)
+        self._saving = step if saved else self._saving
+        return saved
+
+    def raise_if_save_failed(self, *, wait: bool = False) -> None:
+        """Raises `CheckpointWriteError` if the last asynchronous save has failed (a cheap look at its background
+        thread; with `wait`, waits for it to end first), naming the step, the directory, the OS reason, and the
+        last good step, which stays intact."""
+        if self._saving is None:
+            return
+        step = self._saving
+        if not wait and not self._save_failed():
+            return
+        try:
+            self.manager.wait_until_finished()
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 -- any failure of the write is reported the same way.
+            self._saving = None
+            good = [s for s in self.all_steps() if s < step]
+            kept = (
+                f"The last good checkpoint (step {max(good)}) is intact, and a rerun resumes from it"
+                if good
+                else "No earlier checkpoint exists, so a rerun starts from step 0"
+            )
+            raise CheckpointWriteError(
+                f"could not write the checkpoint of step {step} to {self.directory}/{step}: {_reason(e)}. {kept} "
+                "once the cause is fixed (free disk space, raise the file size limit `ulimit -f`, or fix the "
+                "permissions of the --workdir)."
+            ) from e
+        if wait:
+            self._saving = None
+
+    def _save_failed(self) -> bool:
+        """Whether the save in flight has ended with an error (Orbax keeps it on its finalize thread)."""
+        ref = getattr(self.manager, "_finalize_thread", None)  # Orbax 0.12: a ref to the thread, or to None
+        try:
+            return bool(ref.map(lambda t: t is not None and not t.is_alive() and t.exception is not None))
+        except AttributeError:  # Another Orbax version: the public check, which sees the background commit's error.
+            try:
+                self.manager.check_for_errors()
+            except Exception:  # noqa: BLE001
+                return True
+            return False
 
     def check_compatible(self, step: int, abstract_state: Any) -> None:
         """Raises `CheckpointMismatchError` listing the arrays whose paths or shapes differ."""
@@ -149,7 +220,31 @@ class Checkpointer:
 
     def stored_config(self, step: int) -> dict:
         """The config (as a dict) of the run that wrote `step`."""
-        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        with self._reading(step):
+            return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+    @contextlib.contextmanager
+    def _reading(self, step: int):
+        """Turns a failure to read `step`'s files into `CheckpointUnreadableError`: which step, the error, the
+        older steps and how to set the damaged one aside (never a silent fall-back to an older step)."""
+        try:
+            yield
+        except (CheckpointMismatchError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 -- Orbax / TensorStore raise ValueError, OSError, KeyError...
+            older = sorted(s for s in self.all_steps() if s < step)
+            aside = os.path.join(os.path.dirname(self.directory), f"checkpoint_{step}.bad")
+            fix = (
+                f"The older checkpoints (steps {older}) are untouched: move the damaged one aside "
+                f"(`mv {self.directory}/{step} {aside}`) and rerun to resume from step {older[-1]}"
+                if older
+                else f"There is no older checkpoint: move it aside (`mv {self.directory}/{step} {aside}`) to start "
+                "over, or use a new --workdir"
+            )
+            raise CheckpointUnreadableError(
+                f"cannot read the checkpoint of step {step} at {self.directory}/{step}, which is damaged or "
+                f"incomplete (e.g. cut short by a full disk, or truncated in a copy): {_reason(e)}. {fix}."
+            ) from e
 
     def restore(self, step: int, abstract_state: Any, cfg=None) -> tuple[Any, Any, dict]:
         """Returns (state, data-iterator state, config dict) of `step`, placed per `abstract_state`'s shardings.
@@ -159,34 +254,39 @@ class Checkpointer:
         `check_compatible` would otherwise report as another model)."""
         if cfg is not None:
             check_same_run(self.stored_config(step), cfg, self.directory)
-        self.check_compatible(step, abstract_state)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
-                config=ocp.args.JsonRestore(),
-                data=ocp.args.JsonRestore(),
-            ),
-        )
+        with self._reading(step):
+            self.check_compatible(step, abstract_state)
+            restored = self.manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    config=ocp.args.JsonRestore(),
+                    data=ocp.args.JsonRestore(),
+                ),
+            )
         logging.info("Restored checkpoint step %d from %s", step, self.directory)
         return restored["state"], restored["data"]["iterator"], restored["config"]
 
     def restore_raw(self, step: int) -> dict:
         """The stored train state as nested dicts of arrays on one local device, whatever model or mesh wrote it
         (for init_from and for inspecting a run)."""
-        stored = self.manager.item_metadata(step)["state"]
-        stored = getattr(stored, "tree", stored)
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored)
-        return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
+        with self._reading(step):
+            stored = self.manager.item_metadata(step)["state"]
+            stored = getattr(stored, "tree", stored)
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+            target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), stored)
+            return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))["state"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        """Waits for the save in flight; raises `CheckpointWriteError` if it failed."""
+        self.raise_if_save_failed(wait=True)
 
     def close(self) -> None:
         """Waits for a save in flight, then releases the manager; a second call does nothing."""
         if self._closed:
             return
         self._closed = True
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.raise_if_save_failed(wait=True)
+        finally:
+            self.manager.close()

@@ -3,12 +3,17 @@
 Reads top to bottom: mesh, dataset (the labels and captions the model reads), workdir, input, model and state
 shardings, checkpoint (resume / init_from), the compiled step, then the loop with metrics, checkpoints, samples and
 evaluations. A killed run resumes from its last checkpoint and sees exactly the batches an uninterrupted run would;
-SIGTERM saves the current step and exits cleanly.
+SIGTERM saves the current step and exits cleanly, between two sample batches if it comes while sampling. A step's
+samples and evaluation end with a marker (`<workdir>/outputs_done/`): a step checkpointed without it has them written
+first by the next start. Cheap checks of a resumed run (its defining settings, `num_steps`, a changed learning-rate
+schedule) come before the dataset is prepared; a complete run, rerun, trains and writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -28,12 +33,17 @@ from vdm_jax.evaluation.entry import check_prediction_clips, evaluate_videos, sa
 from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
-from vdm_jax.train.checkpoint import Checkpointer
+from vdm_jax.train.checkpoint import (
+    Checkpointer,
+    CheckpointUnreadableError,
+    CheckpointWriteError,
+    check_same_run,
+)
 from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
 from vdm_jax.train.context_pool import ContextPool
 from vdm_jax.train.sampling import make_sample_fn
 from vdm_jax.train.sharding import to_global, train_state_shardings, with_shardings
-from vdm_jax.train.state import TrainState, init_state, make_optimizer
+from vdm_jax.train.state import TrainState, init_state, learning_rate_schedule, make_optimizer
 from vdm_jax.train.step import metrics_to_host
 
 
@@ -41,13 +51,119 @@ class TrainingError(UserError, RuntimeError):
     """The run cannot go on (diverged, unwritable workdir...); the message says why and what to do."""
 
 
-def _check_workdir(workdir: str) -> None:
+def _check_workdir(workdir: str, *, create: bool = True) -> None:
+    """Raises TrainingError if `workdir` cannot be written. Without `create`, writes nothing that stays: the
+    nearest existing directory on its path is tried instead (a run refused later leaves no empty workdir)."""
+    path = workdir
+    if not create:
+        path = os.path.abspath(workdir)
+        while not os.path.isdir(path):
+            if os.path.exists(path):
+                raise TrainingError(f"cannot write to --workdir={workdir}: {path} is a file, not a directory")
+            path = os.path.dirname(path)
     try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir):
+        if create:
+            os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
             pass
     except OSError as e:
         raise TrainingError(f"cannot write to --workdir={workdir} ({e.strerror}); choose a writable directory") from e
+
+
+# Train settings that shape the learning-rate schedule (`state.learning_rate_schedule`).
+SCHEDULE_SETTINGS = ("num_steps", "warmup_steps", "lr_schedule", "learning_rate")
+
+
+def _check_resume(cfg, workdir: str) -> int | None:
+    """The latest checkpoint step in `workdir` (None: a new run), after the checks that need only its stored config
+    (cheap; before the dataset is prepared): the run's defining settings, a `num_steps` below it (an error), a
+    changed learning-rate schedule and an ignored init_from (warnings)."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return None
+    ckpt = Checkpointer(directory, read_only=True)
+    try:
+        latest = ckpt.latest_step()
+        if latest is None:
+            return None
+        try:
+            stored = ckpt.stored_config(latest)
+        except CheckpointUnreadableError as e:
+            raise TrainingError(str(e)) from e
+    finally:
+        ckpt.close()
+    check_same_run(stored, cfg, directory)
+    train = cfg.train
+    if latest > train.num_steps:
+        raise TrainingError(
+            f"--workdir={workdir} holds a checkpoint of step {latest}, past --config.train.num_steps="
+            f"{train.num_steps}: nothing to train, and the run is not rewound. To train on, set "
+            f"--config.train.num_steps above {latest} (a changed num_steps changes a cosine learning-rate schedule: "
+            f"the warning at the start says how); to train {train.num_steps} steps, use a new --workdir."
+        )
+    if train.init_from:
+        logging.warning(
+            "--config.train.init_from=%s is ignored: --workdir=%s holds checkpoints, and the run resumes from its "
+            "step %d. Use a new --workdir to start from %s.",
+            train.init_from,
+            workdir,
+            latest,
+            train.init_from,
+        )
+    _warn_if_schedule_changed(stored.get("train", {}), train, latest)
+    return latest
+
+
+def _warn_if_schedule_changed(stored: dict, train, step: int) -> None:
+    """Logs a warning naming the learning-rate settings that differ from the checkpoint's run, with the learning
+    rate of the next step under the run's schedule and under this one (extending a run is legitimate, but a
+    cosine schedule stretched to more steps jumps back up)."""
+    differ = {
+        k: (stored[k], getattr(train, k)) for k in SCHEDULE_SETTINGS if k in stored and stored[k] != getattr(train, k)
+    }
+    if not differ:
+        return
+    old = dataclasses.replace(train, **{k: theirs for k, (theirs, _) in differ.items()})
+    if set(differ) == {"num_steps"} and old.lr_schedule == train.lr_schedule == "constant":
+        return  # A constant schedule does not depend on the step count: more steps of the same run.
+    before, after = (float(learning_rate_schedule(t)(step)) for t in (old, train))
+    logging.warning(
+        "Resuming from step %d with a different learning-rate schedule: %s. The learning rate of the next step is "
+        "%.6g under this run's schedule and %.6g under the new one.",
+        step,
+        "; ".join(f"config.train.{k}={theirs!r} there, {mine!r} here" for k, (theirs, mine) in differ.items()),
+        before,
+        after,
+    )
+
+
+def _outputs_due(cfg, step: int, *, final: bool) -> tuple[bool, bool]:
+    """(samples, evaluation): whether step `step` writes them."""
+    do_sample = final or bool(cfg.train.sample_every and step % cfg.train.sample_every == 0)
+    do_eval = final or bool(cfg.train.eval_every and step % cfg.train.eval_every == 0)
+    return do_sample, do_eval
+
+
+def _done_marker(workdir: str, step: int) -> str:
+    """The file that says step `step`'s samples and evaluation were all written (its absence after a restart:
+    the run stopped between that step's checkpoint and their end, and the next start writes them)."""
+    return os.path.join(workdir, "outputs_done", f"step_{step:07d}")
+
+
+def _outputs_pending(cfg, workdir: str, step: int) -> bool:
+    """Whether the checkpointed `step` owes samples or an evaluation that were not completed: process 0's answer
+    for every process (all must then sample, or none)."""
+    pending = any(_outputs_due(cfg, step, final=step == cfg.train.num_steps))
+    pending = pending and not os.path.exists(_done_marker(workdir, step))
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        pending = bool(multihost_utils.broadcast_one_to_all(np.int32(pending)))
+    return pending
+
+
+class _Interrupted(Exception):
+    """SIGTERM arrived between two sample batches."""
 
 
 def conditioning_batch(cfg, num: int, *, labels=None, captions=None):
@@ -170,6 +286,11 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     logging.info("Mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
     replicated = NamedSharding(mesh, PartitionSpec())
 
+    # ---------------------------------------------------------------- workdir and its run (cheap: before the data)
+    _check_workdir(workdir, create=False)
+    latest = _check_resume(cfg, workdir)  # Stored config only: no arrays read yet.
+    complete = latest == cfg.train.num_steps
+
     # ---------------------------------------------------------------- dataset (labels, captions the model reads)
     vdm_data.prepare(cfg.data)
     configuration.check_dataset_conditioning(cfg, vdm_data.dataset_spec(cfg.data))
@@ -178,26 +299,38 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     # ---------------------------------------------------------------- workdir, logs
     _check_workdir(workdir)
     is_chief = jax.process_index() == 0
-    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    pending = latest is not None and _outputs_pending(cfg, workdir, latest)
+    if complete and not pending:
+        logging.info(
+            "The run in %s is complete (step %d of --config.train.num_steps=%d, with its final samples and "
+            "evaluation): nothing to do. Raise num_steps to train on.",
+            workdir,
+            latest,
+            cfg.train.num_steps,
+        )
     config_json = cfg.to_json()
 
     # ---------------------------------------------------------------- input
-    train_iter = vdm_data.make_iterator(
-        cfg.data,
-        split="train",
-        global_batch_size=cfg.train.batch_size,
-        mesh=mesh,
-        seed=cfg.seed,
-        text_max_length=None if cfg.model.text_conditioning == "builtin" else 0,  # 0: no tokenizing
-        conditioned=cfg.model.label_or_text,  # image frames from the row's own video: its label / caption hold
-    )
-    batch_keys = set(abstract_batch(cfg, cfg.train.batch_size, mesh))  # What the step takes from a batch.
-    pool = None
-    if cfg.train.context_pool:  # Part of each batch: clips whose known frames the model generated itself.
-        pool = ContextPool(cfg.train.context_pool, cfg, fraction=cfg.train.context_pool_fraction, seed=cfg.seed)
-        logging.info(
-            "Context pool %s: %d examples, %d rows of each local batch", cfg.train.context_pool, len(pool), pool.rows
+    train_iter = pool = None
+    if not complete:
+        train_iter = vdm_data.make_iterator(
+            cfg.data,
+            split="train",
+            global_batch_size=cfg.train.batch_size,
+            mesh=mesh,
+            seed=cfg.seed,
+            text_max_length=None if cfg.model.text_conditioning == "builtin" else 0,  # 0: no tokenizing
+            conditioned=cfg.model.label_or_text,  # image frames from the row's own video: its label / caption hold
         )
+        if cfg.train.context_pool:  # Part of each batch: clips whose known frames the model generated itself.
+            pool = ContextPool(cfg.train.context_pool, cfg, fraction=cfg.train.context_pool_fraction, seed=cfg.seed)
+            logging.info(
+                "Context pool %s: %d examples, %d rows of each local batch",
+                cfg.train.context_pool,
+                len(pool),
+                pool.rows,
+            )
+    batch_keys = set(abstract_batch(cfg, cfg.train.batch_size, mesh))  # What the step takes from a batch.
 
     # ---------------------------------------------------------------- model, optimizer, shardings
     tx = make_optimizer(cfg.train)
@@ -207,10 +340,14 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
 
     # ---------------------------------------------------------------- checkpoint: resume, or init (+ init_from)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
-    latest = ckpt.latest_step()
     if latest is not None:
-        state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings), cfg)
-        train_iter.set_state(data_state)
+        try:
+            state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings), cfg)
+        except CheckpointUnreadableError as e:
+            ckpt.close()
+            raise TrainingError(str(e)) from e
+        if train_iter is not None:
+            train_iter.set_state(data_state)
         logging.info("Resuming from step %d", latest)
     else:
         create = lambda: init_state(new_model(cfg), tx)[1]
@@ -221,88 +358,148 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                 shardings,
             )
     start = int(state.step)
-    if is_chief:  # Only now: a run refused above (e.g. another model's checkpoint) overwrites nothing.
+    if complete and not pending:
+        ckpt.close()
+        return state
+    writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+    # Only now: a run refused above (e.g. another model's checkpoint) overwrites nothing; a complete run keeps the
+    # config it was trained with.
+    if is_chief and not complete:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config_json)
 
-    # ---------------------------------------------------------------- the compiled step
-    rng = jax.jit(lambda: jax.random.key(cfg.seed), out_shardings=replicated)()
-    step_fn = compile_train_step(cfg, mesh, tx=tx, built=(graphdef, abstract))
-    compiled = step_fn.compiled
-    logging.info("Parameters: %d; FLOPs per train step (XLA): %.3g", num_params, step_fn.flops)
-    if is_chief:
-        writer.write_hparams({"num_params": num_params, "flops_per_step": step_fn.flops})
+    # ---------------------------------------------------------------- the compiled step (none for a complete run)
+    compiled = None
+    if not complete:
+        rng = jax.jit(lambda: jax.random.key(cfg.seed), out_shardings=replicated)()
+        step_fn = compile_train_step(cfg, mesh, tx=tx, built=(graphdef, abstract))
+        compiled = step_fn.compiled
+        logging.info("Parameters: %d; FLOPs per train step (XLA): %.3g", num_params, step_fn.flops)
+        if is_chief:
+            writer.write_hparams({"num_params": num_params, "flops_per_step": step_fn.flops})
 
     # ---------------------------------------------------------------- samples and evaluation
     sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)
 
-    def samples_and_eval(step: int, *, final: bool) -> None:
-        do_sample = final or (cfg.train.sample_every and step % cfg.train.sample_every == 0)
-        do_eval = final or (cfg.train.eval_every and step % cfg.train.eval_every == 0)
+    def samples_and_eval(step: int, *, final: bool) -> bool:
+        """Writes step `step`'s samples and evaluation (where due), then its done marker; False if a SIGTERM cut
+        them short (checked before sampling, between sample batches and before evaluating: the step's checkpoint
+        is saved, and the next start writes them)."""
+        do_sample, do_eval = _outputs_due(cfg, step, final=final)
         if not (do_sample or do_eval):
-            return
+            return True
+        what = " and ".join(w for w, due in (("samples", do_sample), ("evaluation", do_eval)) if due)
+
+        def skipped(part: str) -> bool:
+            logging.warning(
+                "SIGTERM: skipped the %s of step %d; the next start resumes from step %d and writes them first.",
+                part,
+                step,
+                step,
+            )
+            return False
+
+        def sample_batch(*args, **kwargs):  # `sample_for_eval` calls it once per batch.
+            if preemption.requested:  # Multi-host: set only at a synced step, so every process agrees.
+                raise _Interrupted
+            return sample_fn(*args, **kwargs)
+
+        if preemption.requested:
+            return skipped(what)
         num = max(cfg.eval.num_samples if do_eval else 0, cfg.train.num_samples if do_sample else 0)
-        with use_mesh(mesh, rules):  # The same key every time: samples are comparable across steps.
-            videos = sample_for_eval(cfg, sample_fn, state.ema_params, state.rest, num=num, seed=cfg.seed + 1)
+        try:
+            with use_mesh(mesh, rules):  # The same key every time: samples are comparable across steps.
+                videos = sample_for_eval(cfg, sample_batch, state.ema_params, state.rest, num=num, seed=cfg.seed + 1)
+        except _Interrupted:
+            return skipped(what)
         if is_chief and do_sample:
             grid = videos[: cfg.train.num_samples]
             paths = media.save_sample_grid(os.path.join(workdir, "samples"), f"step_{step:07d}", grid)
             writer.write_images(step, {"samples": media.filmstrip(grid)[None]})
             logging.info("Samples of step %d: %s", step, paths["gif"])
         if do_eval:
+            if preemption.requested:
+                return skipped("evaluation")
             results = evaluate_videos(cfg, videos[: cfg.eval.num_samples], mesh=mesh)
             if is_chief:
                 writer.write_scalars(step, {f"eval/{k}": v for k, v in results.items()})
                 logging.info("Eval at step %d: %s", step, results)
+        if is_chief:
+            writer.flush()
+            marker = _done_marker(workdir, step)
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker + ".tmp", "w") as f:
+                json.dump({"samples": do_sample, "evaluation": do_eval}, f)
+            os.replace(marker + ".tmp", marker)
+        return True
 
     # ---------------------------------------------------------------- the loop
     report = periodic_actions.ReportProgress(num_train_steps=cfg.train.num_steps, writer=writer)
     progress = None
-    if is_chief and sys.stderr.isatty():
+    if is_chief and sys.stderr.isatty() and not complete:
         from tqdm import tqdm
 
         progress = tqdm(total=cfg.train.num_steps, initial=start, desc="train", dynamic_ncols=True)
     metrics = None
     batch = None
-    # closing: however the loop ends (an exception from an evaluation, Ctrl-C, a data error), a save in flight finishes.
-    with _Preemption() as preemption, contextlib.closing(ckpt):
-        for step in range(start + 1, cfg.train.num_steps + 1):
-            if batch is None:
-                if pool is None:
-                    batch = next(train_iter)
-                else:
-                    batch = train_iter.globalize(pool.mix(train_iter.next_local(), step))
-                batch = {k: v for k, v in batch.items() if k in batch_keys}
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, step_metrics = compiled(state, batch, rng)
-            batch = None
-            metrics = step_metrics if metrics is None else metrics.merge(step_metrics)
-            report(step, time.time())
-            if progress is not None:
-                progress.update(1)
-            last = step == cfg.train.num_steps
-            stop = preemption.stop(step)
-            save = step % cfg.train.checkpoint_every == 0 or last or stop
-            if step % cfg.train.log_every == 0 or last or stop:
-                values = metrics_to_host(metrics)
-                metrics = None
-                _stop_if_nonfinite(values, step, ckpt)
-                if cfg.data.num_image_frames == 0:
-                    values.pop("image_loss")
-                if is_chief:
-                    writer.write_scalars(step, values)
-            elif save:  # A step that failed since the last write must not reach a checkpoint: check (write nothing).
-                _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
-            if save:
-                ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
-            if stop:
-                ckpt.wait()
-                if not last:
+    try:
+        # closing: however the loop ends (an exception from an evaluation, Ctrl-C, a data error), a save in flight
+        # finishes.
+        with _Preemption() as preemption, contextlib.closing(ckpt):
+            if pending:  # Killed or preempted after this step's checkpoint, before its samples / evaluation ended.
+                logging.warning(
+                    "Step %d's samples / evaluation were not completed before the run stopped: writing them first.",
+                    latest,
+                )
+                if not samples_and_eval(latest, final=complete):
+                    logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", latest)
+                    start = cfg.train.num_steps  # No training.
+            for step in range(start + 1, cfg.train.num_steps + 1):
+                if batch is None:
+                    if pool is None:
+                        batch = next(train_iter)
+                    else:
+                        batch = train_iter.globalize(pool.mix(train_iter.next_local(), step))
+                    batch = {k: v for k, v in batch.items() if k in batch_keys}
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, step_metrics = compiled(state, batch, rng)
+                batch = None
+                ckpt.raise_if_save_failed()  # A failed background save, now (not at the next save).
+                metrics = step_metrics if metrics is None else metrics.merge(step_metrics)
+                report(step, time.time())
+                if progress is not None:
+                    progress.update(1)
+                last = step == cfg.train.num_steps
+                stop = preemption.stop(step)
+                save = step % cfg.train.checkpoint_every == 0 or last or stop
+                if step % cfg.train.log_every == 0 or last or stop:
+                    values = metrics_to_host(metrics)
+                    metrics = None
+                    _stop_if_nonfinite(values, step, ckpt)
+                    if cfg.data.num_image_frames == 0:
+                        values.pop("image_loss")
+                    if is_chief:
+                        writer.write_scalars(step, values)
+                elif save:  # A step that failed since the last write must not reach a checkpoint: check it.
+                    _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
+                if save:
+                    ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
+                if stop:
+                    ckpt.wait()
+                    if not last:
+                        logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
+                        break
+                    logging.warning("SIGTERM at the last step %d: saved.", step)
+                if not samples_and_eval(step, final=last):  # SIGTERM during them: save this step (if not yet), stop.
+                    if not save:
+                        if metrics is not None:  # As above: a failed step is not saved.
+                            _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
+                        ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
+                    ckpt.wait()
                     logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
                     break
-                # The run is complete and saved; a restart would have nothing left to do, so finish it now.
-                logging.warning("SIGTERM at the last step %d: saved; writing the final samples and evaluation.", step)
-            samples_and_eval(step, final=last)
+    except CheckpointWriteError as e:
+        raise TrainingError(str(e)) from e
     if progress is not None:
         progress.close()
     writer.flush()
