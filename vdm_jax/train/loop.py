@@ -12,12 +12,10 @@ schedule) come before the dataset is prepared; a complete run, rerun, trains and
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import signal
 import sys
-import tempfile
 import time
 
 import jax
@@ -28,138 +26,25 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vdm_jax import configuration
 from vdm_jax import data as vdm_data
-from vdm_jax.errors import UserError
 from vdm_jax.evaluation.entry import check_prediction_clips, evaluate_videos, sample_for_eval
 from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
-from vdm_jax.train.checkpoint import (
-    Checkpointer,
-    CheckpointUnreadableError,
-    CheckpointWriteError,
-    check_same_run,
-)
+from vdm_jax.train.checkpoint import Checkpointer, CheckpointUnreadableError, CheckpointWriteError
 from vdm_jax.train.compile import abstract_batch, build_abstract, compile_train_step, new_model
 from vdm_jax.train.context_pool import ContextPool
+from vdm_jax.train.resume import (  # noqa: F401  (TrainingError: raised here too, and imported from here)
+    TrainingError,
+    check_resume,
+    check_workdir,
+    done_marker,
+    outputs_due,
+    outputs_pending,
+)
 from vdm_jax.train.sampling import make_sample_fn
 from vdm_jax.train.sharding import to_global, train_state_shardings, with_shardings
-from vdm_jax.train.state import TrainState, init_state, learning_rate_schedule, make_optimizer
+from vdm_jax.train.state import TrainState, init_state, make_optimizer
 from vdm_jax.train.step import metrics_to_host
-
-
-class TrainingError(UserError, RuntimeError):
-    """The run cannot go on (diverged, unwritable workdir...); the message says why and what to do."""
-
-
-def _check_workdir(workdir: str, *, create: bool = True) -> None:
-    """Raises TrainingError if `workdir` cannot be written. Without `create`, writes nothing that stays: the
-    nearest existing directory on its path is tried instead (a run refused later leaves no empty workdir)."""
-    path = workdir
-    if not create:
-        path = os.path.abspath(workdir)
-        while not os.path.isdir(path):
-            if os.path.exists(path):
-                raise TrainingError(f"cannot write to --workdir={workdir}: {path} is a file, not a directory")
-            path = os.path.dirname(path)
-    try:
-        if create:
-            os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path):
-            pass
-    except OSError as e:
-        raise TrainingError(f"cannot write to --workdir={workdir} ({e.strerror}); choose a writable directory") from e
-
-
-# Train settings that shape the learning-rate schedule (`state.learning_rate_schedule`).
-SCHEDULE_SETTINGS = ("num_steps", "warmup_steps", "lr_schedule", "learning_rate")
-
-
-def _check_resume(cfg, workdir: str) -> int | None:
-    """The latest checkpoint step in `workdir` (None: a new run), after the checks that need only its stored config
-    (cheap; before the dataset is prepared): the run's defining settings, a `num_steps` below it (an error), a
-    changed learning-rate schedule and an ignored init_from (warnings)."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
-        return None
-    ckpt = Checkpointer(directory, read_only=True)
-    try:
-        latest = ckpt.latest_step()
-        if latest is None:
-            return None
-        try:
-            stored = ckpt.stored_config(latest)
-        except CheckpointUnreadableError as e:
-            raise TrainingError(str(e)) from e
-    finally:
-        ckpt.close()
-    check_same_run(stored, cfg, directory)
-    train = cfg.train
-    if latest > train.num_steps:
-        raise TrainingError(
-            f"--workdir={workdir} holds a checkpoint of step {latest}, past --config.train.num_steps="
-            f"{train.num_steps}: nothing to train, and the run is not rewound. To train on, set "
-            f"--config.train.num_steps above {latest} (a changed num_steps changes a cosine learning-rate schedule: "
-            f"the warning at the start says how); to train {train.num_steps} steps, use a new --workdir."
-        )
-    if train.init_from:
-        logging.warning(
-            "--config.train.init_from=%s is ignored: --workdir=%s holds checkpoints, and the run resumes from its "
-            "step %d. Use a new --workdir to start from %s.",
-            train.init_from,
-            workdir,
-            latest,
-            train.init_from,
-        )
-    _warn_if_schedule_changed(stored.get("train", {}), train, latest)
-    return latest
-
-
-def _warn_if_schedule_changed(stored: dict, train, step: int) -> None:
-    """Logs a warning naming the learning-rate settings that differ from the checkpoint's run, with the learning
-    rate of the next step under the run's schedule and under this one (extending a run is legitimate, but a
-    cosine schedule stretched to more steps jumps back up)."""
-    differ = {
-        k: (stored[k], getattr(train, k)) for k in SCHEDULE_SETTINGS if k in stored and stored[k] != getattr(train, k)
-    }
-    if not differ:
-        return
-    old = dataclasses.replace(train, **{k: theirs for k, (theirs, _) in differ.items()})
-    if set(differ) == {"num_steps"} and old.lr_schedule == train.lr_schedule == "constant":
-        return  # A constant schedule does not depend on the step count: more steps of the same run.
-    before, after = (float(learning_rate_schedule(t)(step)) for t in (old, train))
-    logging.warning(
-        "Resuming from step %d with a different learning-rate schedule: %s. The learning rate of the next step is "
-        "%.6g under this run's schedule and %.6g under the new one.",
-        step,
-        "; ".join(f"config.train.{k}={theirs!r} there, {mine!r} here" for k, (theirs, mine) in differ.items()),
-        before,
-        after,
-    )
-
-
-def _outputs_due(cfg, step: int, *, final: bool) -> tuple[bool, bool]:
-    """(samples, evaluation): whether step `step` writes them."""
-    do_sample = final or bool(cfg.train.sample_every and step % cfg.train.sample_every == 0)
-    do_eval = final or bool(cfg.train.eval_every and step % cfg.train.eval_every == 0)
-    return do_sample, do_eval
-
-
-def _done_marker(workdir: str, step: int) -> str:
-    """The file that says step `step`'s samples and evaluation were all written (its absence after a restart:
-    the run stopped between that step's checkpoint and their end, and the next start writes them)."""
-    return os.path.join(workdir, "outputs_done", f"step_{step:07d}")
-
-
-def _outputs_pending(cfg, workdir: str, step: int) -> bool:
-    """Whether the checkpointed `step` owes samples or an evaluation that were not completed: process 0's answer
-    for every process (all must then sample, or none)."""
-    pending = any(_outputs_due(cfg, step, final=step == cfg.train.num_steps))
-    pending = pending and not os.path.exists(_done_marker(workdir, step))
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        pending = bool(multihost_utils.broadcast_one_to_all(np.int32(pending)))
-    return pending
 
 
 class _Interrupted(Exception):
@@ -287,8 +172,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     replicated = NamedSharding(mesh, PartitionSpec())
 
     # ---------------------------------------------------------------- workdir and its run (cheap: before the data)
-    _check_workdir(workdir, create=False)
-    latest = _check_resume(cfg, workdir)  # Stored config only: no arrays read yet.
+    check_workdir(workdir, create=False)
+    latest = check_resume(cfg, workdir)  # Stored config only: no arrays read yet.
     complete = latest == cfg.train.num_steps
 
     # ---------------------------------------------------------------- dataset (labels, captions the model reads)
@@ -297,9 +182,9 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     check_prediction_clips(cfg)  # enough test clips for prediction evaluation, before the first one
 
     # ---------------------------------------------------------------- workdir, logs
-    _check_workdir(workdir)
+    check_workdir(workdir)
     is_chief = jax.process_index() == 0
-    pending = latest is not None and _outputs_pending(cfg, workdir, latest)
+    pending = latest is not None and outputs_pending(cfg, workdir, latest)
     if complete and not pending:
         logging.info(
             "The run in %s is complete (step %d of --config.train.num_steps=%d, with its final samples and "
@@ -385,7 +270,7 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         """Writes step `step`'s samples and evaluation (where due), then its done marker; False if a SIGTERM cut
         them short (checked before sampling, between sample batches and before evaluating: the step's checkpoint
         is saved, and the next start writes them)."""
-        do_sample, do_eval = _outputs_due(cfg, step, final=final)
+        do_sample, do_eval = outputs_due(cfg, step, final=final)
         if not (do_sample or do_eval):
             return True
         what = " and ".join(w for w, due in (("samples", do_sample), ("evaluation", do_eval)) if due)
@@ -426,7 +311,7 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                 logging.info("Eval at step %d: %s", step, results)
         if is_chief:
             writer.flush()
-            marker = _done_marker(workdir, step)
+            marker = done_marker(workdir, step)
             os.makedirs(os.path.dirname(marker), exist_ok=True)
             with open(marker + ".tmp", "w") as f:
                 json.dump({"samples": do_sample, "evaluation": do_eval}, f)
