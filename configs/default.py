@@ -98,7 +98,7 @@ def get_config() -> ml_collections.ConfigDict:
     train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
     train.ema_decay = 0.995  # EMA of the parameters, used for sampling and evaluation.
     train.grad_accum_steps = 1  # Micro-batches accumulated per optimizer step.
-    train.log_every = 50  # Steps between metric writes.
+    train.log_every = 50  # Steps between metric writes (each checkpoint step is one too).
     train.checkpoint_every = 500  # Steps between (asynchronous) checkpoints.
     train.keep_checkpoints = 3  # Checkpoints kept.
     train.sample_every = 500  # Steps between sample grids (GIF + MP4 + TensorBoard); 0 = only at the end.

@@ -92,6 +92,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
         "--config.train.checkpoint_every=3",
         "--config.train.sample_every=3",  # Sampling after the step-3 checkpoint gives a window to kill in.
         "--config.sampler.num_steps=32",
+        "--config.train.log_every=4",  # Not a multiple of checkpoint_every: the logged means must still agree.
     )
     ok(runs.run(tmp_path / "straight", *common, data_dir=moving_shapes_dir))
 
@@ -108,6 +109,22 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
     assert_trees_close(straight["params"], resumed["params"], rtol=1e-6, atol=1e-7)
     assert_trees_close(straight["opt_state"], resumed["opt_state"], rtol=1e-6, atol=1e-7)
     assert_trees_close(straight["ema_params"], resumed["ema_params"], rtol=1e-6, atol=1e-7)
+    # The training curve as TensorBoard shows it (steps a killed run logged past its checkpoint are dropped as
+    # orphaned when the resumed run logs them again): the same steps, each the mean of the same steps' losses.
+    logged_straight, logged_resumed = _logged(tmp_path / "straight", "loss"), _logged(killed, "loss")
+    assert sorted(logged_straight) == sorted(logged_resumed) == [3, 4, 6]
+    for step, value in logged_straight.items():
+        np.testing.assert_allclose(logged_resumed[step], value, rtol=1e-5, err_msg=f"loss logged at step {step}")
+
+
+def _logged(workdir, tag: str) -> dict[int, float]:
+    """The scalar `tag` as TensorBoard reads the run's directory (every event file, restarts purged): step -> value."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    acc = event_accumulator.EventAccumulator(str(workdir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
 
 
 def test_sigterm_saves_current_step_and_next_start_resumes(tmp_path, moving_shapes_dir):

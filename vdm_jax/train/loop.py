@@ -227,7 +227,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=cfg.train.keep_checkpoints)
     if latest is not None:
         try:
-            state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings), cfg)
+            # No cfg: `check_resume` above checked the defining settings against this checkpoint's config.
+            state, data_state, _ = ckpt.restore(latest, with_shardings(abstract, shardings))
         except CheckpointUnreadableError as e:
             ckpt.close()
             raise TrainingError(str(e)) from e
@@ -326,6 +327,20 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
 
         progress = tqdm(total=cfg.train.num_steps, initial=start, desc="train", dynamic_ncols=True)
     metrics = None
+
+    def write_metrics(step: int) -> None:
+        """Writes the mean metrics of the steps since the last write, and stops the run if one of them failed.
+        Every checkpoint is also a write: a failed step never reaches a checkpoint, and a run resumed from one logs
+        the means of the same steps as a run never interrupted."""
+        nonlocal metrics
+        values = metrics_to_host(metrics)
+        metrics = None
+        _stop_if_nonfinite(values, step, ckpt)
+        if cfg.data.num_image_frames == 0:
+            values.pop("image_loss")
+        if is_chief:
+            writer.write_scalars(step, values)
+
     batch = None
     try:
         # closing: however the loop ends (an exception from an evaluation, Ctrl-C, a data error), a save in flight
@@ -357,16 +372,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                 last = step == cfg.train.num_steps
                 stop = preemption.stop(step)
                 save = step % cfg.train.checkpoint_every == 0 or last or stop
-                if step % cfg.train.log_every == 0 or last or stop:
-                    values = metrics_to_host(metrics)
-                    metrics = None
-                    _stop_if_nonfinite(values, step, ckpt)
-                    if cfg.data.num_image_frames == 0:
-                        values.pop("image_loss")
-                    if is_chief:
-                        writer.write_scalars(step, values)
-                elif save:  # A step that failed since the last write must not reach a checkpoint: check it.
-                    _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
+                if step % cfg.train.log_every == 0 or save:
+                    write_metrics(step)
                 if save:
                     ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
                 if stop:
@@ -377,8 +384,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
                     logging.warning("SIGTERM at the last step %d: saved.", step)
                 if not samples_and_eval(step, final=last):  # SIGTERM during them: save this step (if not yet), stop.
                     if not save:
-                        if metrics is not None:  # As above: a failed step is not saved.
-                            _stop_if_nonfinite(metrics_to_host(metrics), step, ckpt)
+                        if metrics is not None:
+                            write_metrics(step)
                         ckpt.save(step, state, config_json=config_json, data_state=train_iter.get_state(), force=True)
                     ckpt.wait()
                     logging.warning("Stopped at step %d after SIGTERM; the next start resumes from it.", step)
