@@ -227,17 +227,37 @@ def _run(cfg) -> None:
         entry.evaluate_checkpoint(cfg, _WORKDIR.value, step=_CHECKPOINT.value)
 
 
-def _config_file_error(argv: list[str], error: BaseException) -> str:
-    """One line for a --config file that cannot be loaded: its path, the root cause, and the files there are."""
+def _config_path(argv: list[str]) -> str | None:
+    """The --config flag's value (a file, with an optional ':argument')."""
     path = next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
     if path is None and "--config" in argv[1:-1]:
         path = argv[argv.index("--config") + 1]
+    return path
+
+
+def _frames_in_config_file(argv: list[str], error: BaseException) -> list[traceback.FrameSummary]:
+    file = os.path.abspath(str(_config_path(argv)).split(":")[0])
+    return [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == file]
+
+
+def _raised_by_config_file(argv: list[str], error: BaseException) -> BaseException | None:
+    """The exception in `error`'s chain that the config file's own code raised, if any (absl wraps a TypeError or
+    ValueError from `get_config()` in a flag error, with the traceback in its message)."""
+    while error is not None:
+        if _frames_in_config_file(argv, error):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _config_file_error(argv: list[str], error: BaseException) -> str:
+    """One line for a --config file that cannot be loaded: its path, the root cause, and the files there are."""
+    path = _config_path(argv)
     while error.__cause__ is not None:  # ml_collections re-raises the load failure when the config is first read
         error = error.__cause__
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not isinstance(error, OSError):  # the file's own code failed: say where
-        file = os.path.abspath(str(path).split(":")[0])
-        where = [f for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == file]
+        where = _frames_in_config_file(argv, error)
         at = f" (line {where[-1].lineno})" if where else ""
         return f"Config error: --config={path} fails to run{at}: {type(error).__name__}: {' '.join(lines)}"
     configs = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -257,6 +277,9 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except (OSError, SyntaxError, NameError, ImportError) as e:  # the config file is unreadable or fails to run
         sys.exit(_config_file_error(argv, e))
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        raised = _raised_by_config_file(argv, e)
+        if raised is not None:
+            sys.exit(_config_file_error(argv, raised))
         bad = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
         sys.exit(
             f"Flag error: {e}. Config overrides given: {bad}; every key must exist in the config file "

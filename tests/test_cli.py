@@ -89,6 +89,9 @@ def test_mesh_the_devices_or_batch_cannot_fill_is_a_clear_error(tmp_path, device
         ("configs/nope.py", [], "cannot load --config=configs/nope.py: [Errno 2] No such file or directory"),
         ("configs/nope.py", ["--config.seed=3"], "cannot load --config=configs/nope.py: [Errno 2] No such file"),
         ("{tmp}/broken.py", [], "--config={tmp}/broken.py fails to run (line 2): NameError: name 'nonsense'"),
+        # TypeError / ValueError reach main.py wrapped in absl's flag error, as a bad override's do.
+        ("{tmp}/typo.py", [], "--config={tmp}/typo.py fails to run (line 3): TypeError: can only concatenate str"),
+        ("{tmp}/value.py", ["--config.seed=3"], "--config={tmp}/value.py fails to run (line 2): ValueError: invalid"),
     ],
 )
 def test_unloadable_config_file_is_one_line_before_any_heavy_import(tmp_path, config, overrides, message):
@@ -100,6 +103,8 @@ def test_unloadable_config_file_is_one_line_before_any_heavy_import(tmp_path, co
         (blocked / module).mkdir(parents=True)
         (blocked / module / "__init__.py").write_text(f"raise ImportError('{module} imported')\n")
     (tmp_path / "broken.py").write_text("def get_config():\n    return nonsense\n")
+    (tmp_path / "typo.py").write_text("def get_config():\n    steps = '10'\n    return steps + 1\n")
+    (tmp_path / "value.py").write_text("def get_config():\n    return int('ten')\n")
     config, message = config.format(tmp=tmp_path), message.format(tmp=tmp_path)
     out = run_main(f"--config={config}", f"--workdir={tmp_path / 'run'}", *overrides, env={"PYTHONPATH": str(blocked)})
     assert out.returncode != 0
