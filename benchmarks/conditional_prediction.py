@@ -138,7 +138,7 @@ def pick_long_video_method(methods: dict, results: dict, choice: str) -> str:
     """The guided method that long videos (extension, keyframes) use: `choice`, or for "auto" the one whose prediction
     keeps objects best (highest object permanence, then lowest trajectory error). Chained chunks condition on
     generated frames, so losing objects compounds; the lowest trajectory error alone picked w_r = 50 on the default
-    model, whose 4x extension then had object permanence 0.16 against 0.44 at w_r = 10 (docs/conditional.md)."""
+    model, whose 4x extension then had object permanence 0.16 against 0.44 at w_r = 10 (docs/conditional_results.md)."""
     if choice != "auto":
         return choice
     guided = [name for name in methods if name != "replacement"]

@@ -5,7 +5,7 @@ in --workdir predicts frames k .. T - 1 from the first k real ones (the sampler 
 overrides), and the example is the window an extension's second chunk sees: its own last `overlap` frames as known,
 the real clip's next T - overlap frames to generate (`vdm_jax.train.context_pool.own_context_examples`).
 
---renoise_from=t0 (0 < t0 < 1) builds the other kind of pool measured in docs/conditional.md: each real T-frame
+--renoise_from=t0 (0 < t0 < 1) builds the other kind of pool measured in docs/conditional_results.md: each real T-frame
 clip is noised to time t0 and denoised by the model with no frame known (SDEdit: `vdm_jax.diffusion.sample`'s
 start / start_time, the configured sampler at the spacing of sampler.num_steps over [0, 1]); its first `overlap`
 frames, the model's rendering of the real frames at their real positions, are the known frames, the real clip's

@@ -14,7 +14,7 @@ drawn from it; the rest is the dataset's, with its random masks). The pool file 
   known_mask  float32 [N, T]  1 on the frames given as known (the generated ones), 0 on the frames to generate.
 The draw is a function of (seed, step, process), so a resumed run sees the batches an uninterrupted one would.
 
-Measured on the embedded data (docs/conditional.md, 32 clips against a control): a pool of the model's own
+Measured on the embedded data (docs/conditional_results.md, 32 clips against a control): a pool of the model's own
 continuations made long videos worse (the real continuation does not follow from the model's frames, so the model
 learns to jump away from its context); a pool of real frames re-noised and denoised by the model
 (`benchmarks/own_context.py --renoise_from`) made one-chunk prediction a little better and the chain no better

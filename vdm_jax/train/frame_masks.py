@@ -12,9 +12,9 @@ conditioned on its own, imperfect frames; one trained only on real frames trusts
 Noise on the conditioning in training (the noise conditioning augmentation of cascaded diffusion models, Ho et al.
 2021, here without a level input: σ = 0 stays in the training distribution, so sampling gives the frames as they are)
 is meant to teach the model to read the scene from known frames without copying their flaws. Measured on the embedded
-dataset (docs/conditional.md) at s = 0.5 against a control it did not help: the chain's own frames are not noisy but
-off in their own ways (objects off their tracks, fragments where objects met). Off by default. Training on the
-model's own context frames instead: `vdm_jax.train.context_pool`.
+dataset (docs/conditional_results.md) at s = 0.5 against a control it did not help: the chain's own frames are not
+noisy but off in their own ways (objects off their tracks, fragments where objects met). Off by default. Training on
+the model's own context frames instead: `vdm_jax.train.context_pool`.
 """
 
 from __future__ import annotations
