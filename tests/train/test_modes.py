@@ -66,6 +66,69 @@ def test_sample_flags_the_model_cannot_use_are_clear_errors(tiny_run):
         assert out.returncode != 0 and message in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+_SHARDED_SAMPLING = """
+import json, sys
+from vdm_jax import configuration
+from vdm_jax.train import conditional, sampling
+
+workdir, data_dir = sys.argv[1], sys.argv[2]
+overrides = [a.removeprefix("--config.") for a in json.loads(sys.argv[3])]
+overrides += [f"data.data_dir={data_dir}", "parallel.mesh_shape=(4,2,1)", "parallel.rules=fsdp"]
+cfg = configuration.from_config_dict(configuration.load_config_file("configs/default.py", overrides))
+specs = []
+
+def recording(make):  # each compiled sampler's output sharding, as the entry points call them
+    def made(*args, **kwargs):
+        fn = make(*args, **kwargs)
+        def call(*a):
+            out = fn(*a)
+            specs.append(str(out.sharding.spec))
+            return out
+        return call
+    return made
+
+sampling.make_sample_fn = recording(sampling.make_sample_fn)
+conditional._compiled_sampler = recording(conditional._compiled_sampler)
+sampling.sample_from_checkpoint(cfg, workdir, num_samples=8)
+sampling.sample_conditional_from_checkpoint(cfg, workdir, num_samples=8, cond_split="test", num_cond_frames=2)
+print("SPECS", json.dumps(specs))
+"""
+
+
+def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_run):
+    """--mode=sample on 8 devices (data 4 x fsdp 2, parameters sharded): each sampler's videos come out split over
+    the data axes (every device sampling every video was the failure), and equal one device's to float round-off,
+    unconditional and with reconstruction guidance."""
+    import subprocess
+    import sys
+
+    import jax
+    import numpy as np
+
+    workdir, data_dir = tiny_run
+    samples = workdir / "samples"
+    one = {}
+    for name, flags in (("sample_step2", ()), ("cond_step2", ("--cond_split=test", "--num_cond_frames=2"))):
+        out = runs.run(workdir, *runs.TINY, "--mode=sample", "--num_samples=8", *flags, data_dir=data_dir)
+        assert out.returncode == 0, out.stderr[-4000:]
+        one[name] = np.load(samples / f"{name}.npz")["videos"]
+    args = [workdir, data_dir, json.dumps(list(runs.TINY))]
+    out = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SAMPLING, *map(str, args)],
+        cwd=runs.ROOT,
+        env=runs.env(devices=8),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    specs = json.loads(out.stdout.split("SPECS", 1)[1])
+    split = str(jax.sharding.PartitionSpec(("data", "fsdp")))
+    assert len(specs) >= 2 and all(s == split for s in specs), specs
+    for name, videos in one.items():
+        np.testing.assert_allclose(np.load(samples / f"{name}.npz")["videos"], videos, atol=1e-5, err_msg=name)
+
+
 def test_evaluate_mode_writes_json(tiny_run):
     workdir, data_dir = tiny_run
     out = runs.run(workdir, *runs.TINY, "--mode=evaluate", "--config.eval.num_samples=3", data_dir=data_dir)

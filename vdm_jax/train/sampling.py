@@ -134,20 +134,30 @@ def sample_from_checkpoint(
     cond = sample_conditioning(cfg, num_samples, caption=caption, label=label)  # bad flags fail before loading
     graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
     sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)
-    videos = generate(
-        sample_fn,
-        params,
-        rest,
-        jax.random.key(cfg.seed + 1),
-        num=num_samples,
-        num_frames=cfg.data.num_frames,
-        cond=cond,
-    )
+    with on_mesh(cfg):
+        videos = generate(
+            sample_fn,
+            params,
+            rest,
+            jax.random.key(cfg.seed + 1),
+            num=num_samples,
+            num_frames=cfg.data.num_frames,
+            cond=cond,
+        )
     paths = _write_samples(os.path.join(workdir, "samples"), f"sample_step{step}", videos)
     logging.info("Wrote %d samples of step %d to %s", num_samples, step, paths["gif"])
     if jax.process_index() == 0:
         print(f"wrote {num_samples} samples from step {step}: {paths['gif']} {paths['mp4']}")
     return paths["gif"]
+
+
+def on_mesh(cfg):
+    """The run's mesh and sharding rules (config.parallel) made current, so that sampling splits the videos over the
+    data axes as training splits its batch (without them every device would sample every video). Enter it before the
+    first call of a jitted sampler: the mesh is read when the function is traced."""
+    from vdm_jax.parallel import make_mesh, use_mesh
+
+    return use_mesh(make_mesh(cfg.parallel.mesh_shape), cfg.parallel.rule_list)
 
 
 def _write_samples(out_dir: str, name: str, videos: np.ndarray, marked: np.ndarray | None = None, **arrays) -> dict:
@@ -240,29 +250,31 @@ def sample_conditional_from_checkpoint(
     method = conditional.resolve_method(cfg, "auto")
     rng = jax.random.key(cfg.seed + 2)
     keyframes = np.zeros(total, bool)
-    if keyframe_stride:
-        key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
-        if keyframe_workdir:
-            key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
-            how = f"keyframes at stride {keyframe_stride} from {keyframe_workdir} (step {key_step}), then interpolation"
-        keyframes[::keyframe_stride] = True
-        videos = conditional.keyframes_then_interpolate(
-            model,
-            rng,
-            context,
-            total,
-            keyframe_stride,
-            keyframe_model=key_model,
-            key_context=key_context,
-            cond=cond,
-            candidates=candidates,
-        )
-    else:
-        how = "autoregressive" if total > cfg.data.num_frames else "one chunk"
-        videos = conditional.extend(
-            model, rng, context, total, overlap=overlap, cond=cond, candidates=candidates, memory=memory
-        )
-        how += f", {memory} far-back frames per chunk" if memory else ""
+    with on_mesh(cfg):
+        if keyframe_stride:
+            key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
+            if keyframe_workdir:
+                key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
+                how = f"keyframes at stride {keyframe_stride} from {keyframe_workdir} (step {key_step})"
+                how += ", then interpolation"
+            keyframes[::keyframe_stride] = True
+            videos = conditional.keyframes_then_interpolate(
+                model,
+                rng,
+                context,
+                total,
+                keyframe_stride,
+                keyframe_model=key_model,
+                key_context=key_context,
+                cond=cond,
+                candidates=candidates,
+            )
+        else:
+            how = "autoregressive" if total > cfg.data.num_frames else "one chunk"
+            videos = conditional.extend(
+                model, rng, context, total, overlap=overlap, cond=cond, candidates=candidates, memory=memory
+            )
+            how += f", {memory} far-back frames per chunk" if memory else ""
     videos = np.asarray(jax.device_get(videos), np.float32)
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
