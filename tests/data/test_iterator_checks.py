@@ -11,7 +11,7 @@ import pytest
 from tests.data.video_files import block_frames, write_gif
 from vdm_jax.data import DataConfig, make_iterator, prepare
 from vdm_jax.data.catalog import get_builder
-from vdm_jax.data.pipeline import DataStateMismatchError
+from vdm_jax.data.stream_state import DataStateMismatchError
 from vdm_jax.errors import UserError
 from vdm_jax.parallel import make_mesh
 
