@@ -183,6 +183,14 @@ def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
     assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2]
+    # Sampling from frames on the same two hosts: the videos, split over both, are gathered before writing.
+    cond = ("--mode=sample", "--cond_split=test", "--num_cond_frames=2", "--num_samples=4")
+    procs = _start_two_processes(workdir, *args, *cond, data_dir=moving_shapes_dir)
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    videos = np.load(workdir / "samples" / "cond_step2.npz")["videos"]
+    assert videos.shape == (4, 4, 16, 16, 3) and np.all(np.isfinite(videos))
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, moving_shapes_dir):

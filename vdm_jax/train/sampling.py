@@ -275,7 +275,7 @@ def sample_conditional_from_checkpoint(
                 model, rng, context, total, overlap=overlap, cond=cond, candidates=candidates, memory=memory
             )
             how += f", {memory} far-back frames per chunk" if memory else ""
-    videos = np.asarray(jax.device_get(videos), np.float32)
+    videos = np.asarray(multihost_utils.process_allgather(videos, tiled=True), np.float32)  # split over the hosts
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
     name = f"cond_step{step}" if num_cond_frames else f"sample_step{step}_{total}f"
