@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -149,6 +150,20 @@ def pick_long_video_method(methods: dict, results: dict, choice: str) -> str:
     return min(guided, key=score)
 
 
+def _on_mesh(fn):
+    """Runs fn(cfg, ...) under cfg's mesh: the videos split over this host's devices, as --mode=sample does."""
+
+    @functools.wraps(fn)
+    def on_mesh(cfg, *args, **kwargs):
+        from vdm_jax.train.sampling import on_mesh
+
+        with on_mesh(cfg):
+            return fn(cfg, *args, **kwargs)
+
+    return on_mesh
+
+
+@_on_mesh
 def evaluate(
     cfg,
     workdir: str,

@@ -77,6 +77,7 @@ def main(argv=None) -> dict:
     from vdm_jax import data as vdm_data
     from vdm_jax.train import conditional
     from vdm_jax.train.context_pool import own_context_examples, save_pool
+    from vdm_jax.train.sampling import on_mesh
 
     cfg = configuration.from_config_dict(configuration.load_run_config(args.workdir, args.set))
     if not cfg.model.frame_conditioning:
@@ -92,14 +93,16 @@ def main(argv=None) -> dict:
     model, step = conditional.load_model(cfg, args.workdir)
     t0 = time.time()
     videos, masks = [], []
-    for i in range(0, args.num, args.batch):
-        rng = jax.random.fold_in(jax.random.key(args.seed), i)
-        if args.renoise_from:
-            video, mask = renoised_examples(model, rng, clips[i : i + args.batch], args.renoise_from, args.overlap)
-        else:
-            video, mask = own_context_examples(model, rng, clips[i : i + args.batch], args.k, args.overlap)
-        videos.append(video)
-        masks.append(mask)
+    with on_mesh(cfg):  # the videos split over this host's devices, as --mode=sample does
+        for i in range(0, args.num, args.batch):
+            rng = jax.random.fold_in(jax.random.key(args.seed), i)
+            batch = clips[i : i + args.batch]
+            if args.renoise_from:
+                video, mask = renoised_examples(model, rng, batch, args.renoise_from, args.overlap)
+            else:
+                video, mask = own_context_examples(model, rng, batch, args.k, args.overlap)
+            videos.append(video)
+            masks.append(mask)
     video, mask = np.concatenate(videos), np.concatenate(masks)
     save_pool(args.out, video, mask)
     start = 0 if args.renoise_from else t - args.overlap

@@ -67,7 +67,9 @@ def test_sample_flags_the_model_cannot_use_are_clear_errors(tiny_run):
 
 
 _SHARDED_SAMPLING = """
-import json, sys
+import json, os, sys
+import jax
+import numpy as np
 from vdm_jax import configuration
 from vdm_jax.train import conditional, sampling
 
@@ -87,8 +89,18 @@ def recording(make):  # each compiled sampler's output sharding, as the entry po
         return call
     return made
 
+# The same sampler outside the mesh, then inside it: the cached compiled function must not keep the first layout.
+model, _ = conditional.load_model(cfg, workdir)
+frames, mask = np.zeros((8, 4, 16, 16, 3), np.float32), np.zeros((8, 4), np.float32)
+outside = conditional.sample_with_known(model, jax.random.key(0), frames, mask).sharding.spec
+with sampling.on_mesh(cfg):
+    inside = conditional.sample_with_known(model, jax.random.key(0), frames, mask).sharding.spec
+print("LAYOUTS", json.dumps([str(outside), str(inside)]))
+
 sampling.make_sample_fn = recording(sampling.make_sample_fn)
 conditional._compiled_sampler = recording(conditional._compiled_sampler)
+sampling.sample_from_checkpoint(cfg, workdir, num_samples=3)  # padded to 8: one video per device
+os.replace(f"{workdir}/samples/sample_step2.npz", f"{workdir}/samples/three.npz")
 sampling.sample_from_checkpoint(cfg, workdir, num_samples=8)
 sampling.sample_conditional_from_checkpoint(cfg, workdir, num_samples=8, cond_split="test", num_cond_frames=2)
 print("SPECS", json.dumps(specs))
@@ -97,8 +109,8 @@ print("SPECS", json.dumps(specs))
 
 def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_run):
     """--mode=sample on 8 devices (data 4 x fsdp 2, parameters sharded): each sampler's videos come out split over
-    the data axes (every device sampling every video was the failure), and equal one device's to float round-off,
-    unconditional and with reconstruction guidance."""
+    the data axes (every device sampling every video was the failure; 3 videos are padded to 8 to split), and equal
+    one device's to float round-off, unconditional and with reconstruction guidance."""
     import subprocess
     import sys
 
@@ -124,9 +136,13 @@ def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_
     assert out.returncode == 0, out.stderr[-4000:]
     specs = json.loads(out.stdout.split("SPECS", 1)[1])
     split = str(jax.sharding.PartitionSpec(("data", "fsdp")))
-    assert len(specs) >= 2 and all(s == split for s in specs), specs
+    layouts = json.loads(out.stdout.split("LAYOUTS", 1)[1].split("\n", 1)[0])
+    assert layouts == [str(jax.sharding.PartitionSpec()), split], layouts  # one sampler, traced once per layout
+    assert len(specs) >= 3 and all(s == split for s in specs), specs
     for name, videos in one.items():
         np.testing.assert_allclose(np.load(samples / f"{name}.npz")["videos"], videos, atol=1e-5, err_msg=name)
+    three = np.load(samples / "three.npz")["videos"]
+    np.testing.assert_allclose(three, one["sample_step2"][:3], atol=1e-5, err_msg="3 videos, padded")
 
 
 def test_evaluate_mode_writes_json(tiny_run):

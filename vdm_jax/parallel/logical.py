@@ -54,6 +54,12 @@ def current_mesh() -> Mesh | None:
     return _MESH.get()
 
 
+def current_layout() -> tuple[Mesh | None, tuple]:
+    """(mesh, rules) made current by `use_mesh`: what `constrain` reads when a function is traced, so a cache of
+    traced functions must key on it (a function traced under another layout keeps that layout's annotations)."""
+    return _MESH.get(), tuple(_RULES.get())
+
+
 def logical_to_spec(
     logical_axes: Sequence[str | None], rules: Rules, mesh: Mesh | None = None, shape: Sequence[int] | None = None
 ) -> PartitionSpec:

@@ -33,6 +33,7 @@ from flax import nnx
 from vdm_jax.data.config import max_far_frames
 from vdm_jax.diffusion import diffusion_nll, sample, window_starts, windowed_denoiser
 from vdm_jax.models import null_conditioning, with_text_mask
+from vdm_jax.parallel import current_layout
 
 METHODS = ("auto", "replacement", "reconstruction", "network")
 Weight = float | Callable[[jax.Array], jax.Array] | None
@@ -150,10 +151,11 @@ def _denoiser(graphdef: nnx.GraphDef, params, rest, cond, frames, mask, known_as
 
 @functools.lru_cache(maxsize=16)
 def _compiled_sampler(
-    graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float = 1.0, hop: int = 0
+    graphdef: nnx.GraphDef, cfg, method: str, recon_weight: Weight, start_time: float, hop: int, layout: tuple
 ):
     """A jitted fn(params, rest, rng, frames, mask, cond, start) -> samples; cached so chunks of one video compile
-    once. hop > 0: frames may be longer than the model's, which denoises them in windows (`windowed_denoiser`)."""
+    once. hop > 0: frames may be longer than the model's, which denoises them in windows (`windowed_denoiser`).
+    layout: `parallel.current_layout()`, a key only (the mesh and rules the activations are annotated with)."""
     weight = cfg.sampler.recon_guidance_weight if recon_weight is None else recon_weight
     constant = 0.0 if method != "reconstruction" or callable(weight) else float(weight)
     sampler_cfg = dataclasses.replace(cfg.sampler, recon_guidance_weight=constant)
@@ -226,7 +228,7 @@ def sample_with_known(
         start = jnp.asarray(start, jnp.float32)
         if start.shape != frames.shape:
             raise ValueError(f"start must be shaped like frames, {tuple(frames.shape)}; got {tuple(start.shape)}")
-    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time))
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), 0, current_layout())
     return fn(model.params, model.rest, rng, frames, mask, cond, start, frame_times)
 
 
@@ -243,7 +245,10 @@ def _check_times(frame_times, frames: jax.Array) -> jax.Array | None:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_nll(graphdef: nnx.GraphDef, cfg, levels: int):
+def _compiled_nll(graphdef: nnx.GraphDef, cfg, levels: int, layout: tuple):
+    """A jitted fn(params, rest, rng, frames, mask, cond, frame_times) -> NLL per video; `layout` as in
+    `_compiled_sampler`."""
+
     def fn(params, rest, rng, frames, mask, cond, frame_times):
         fc = cfg.model.frame_conditioning
         denoise_fn, full = _denoiser(graphdef, params, rest, cond, frames, mask, fc, frame_times)
@@ -283,7 +288,7 @@ def chunk_nll(
     frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
     _check_frames(cfg, frames, "frames")
     frame_times = _check_times(frame_times, frames)
-    fn = _compiled_nll(model.graphdef, cfg, levels)
+    fn = _compiled_nll(model.graphdef, cfg, levels, current_layout())
     return fn(model.params, model.rest, rng, frames, mask, cond, frame_times)
 
 
@@ -447,7 +452,7 @@ def extend_jointly(
         start = jnp.asarray(start, jnp.float32)
         if start.shape != frames.shape:
             raise ValueError(f"start must be [N, total_frames, ...] = {tuple(frames.shape)}; got {tuple(start.shape)}")
-    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), hop)
+    fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), hop, current_layout())
     return fn(model.params, model.rest, rng, frames, mask, cond, start, None)
 
 

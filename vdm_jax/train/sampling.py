@@ -15,6 +15,7 @@ from jax.experimental import multihost_utils
 
 from vdm_jax.diffusion import sample
 from vdm_jax.models import null_conditioning, with_text_mask
+from vdm_jax.parallel import current_mesh
 
 
 def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Callable | None = None):
@@ -67,13 +68,23 @@ def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, c
     """Runs `sample_fn` for `num` videos of `num_frames` frames and returns them on the host, clipped to [-1, 1].
 
     Inputs are passed as host numpy arrays (identical on every process) and the result is gathered from all
-    processes, so the same call works on one device and in a multi-host run.
+    processes, so the same call works on one device and in a multi-host run. Under a mesh (`on_mesh`) the batch is
+    padded (repeating its last video's inputs) to a multiple of the data x fsdp devices, so that every device samples
+    its share (XLA leaves a batch they do not divide unsplit); a video's noise does not depend on the batch size, so
+    the first `num` are the videos an unpadded call gives.
     """
-    segment_ids = np.zeros((num, num_frames), np.int32)
-    host = lambda tree: None if tree is None else jax.tree.map(np.asarray, tree)
+    mesh = current_mesh()
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    padded = -(-num // shards) * shards
+
+    def host(tree):
+        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], padded - num, axis=0)]) if padded > num else a
+        return None if tree is None else jax.tree.map(lambda a: pad(np.asarray(a)), tree)
+
+    segment_ids = np.zeros((padded, num_frames), np.int32)
     key_data = np.asarray(jax.random.key_data(rng))
     videos = sample_fn(state_params, rest, key_data, host(cond), segment_ids, host(known))
-    videos = multihost_utils.process_allgather(videos, tiled=True)
+    videos = multihost_utils.process_allgather(videos, tiled=True)[:num]
     return np.clip(np.asarray(videos, np.float32), -1.0, 1.0)
 
 

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from vdm_jax.diffusion import alpha_sigma, expand_to, from_x, predict_x, sample
 from vdm_jax.diffusion.guidance import DenoiseFn
+from vdm_jax.parallel import current_layout
 
 Observe = Callable[[jax.Array], jax.Array]
 
@@ -94,7 +95,8 @@ def sample_observed(
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_super_resolver(graphdef, cfg, factor: int, weight):
+def _compiled_super_resolver(graphdef, cfg, factor: int, weight, layout: tuple):
+    """`layout`: a cache key only, as in `conditional._compiled_sampler`."""
     from flax import nnx
 
     def fn(params, rest, rng, low_res):
@@ -141,5 +143,5 @@ def super_resolve(model, rng: jax.Array, low_res: jax.Array, *, weight: float | 
     weight = factor**2 * cfg.sampler.recon_guidance_weight if weight is None else weight
     if weight <= 0:
         raise ValueError("super_resolve needs a weight > 0: pass weight= or set config.sampler.recon_guidance_weight.")
-    fn = _compiled_super_resolver(model.graphdef, cfg, factor, float(weight))
+    fn = _compiled_super_resolver(model.graphdef, cfg, factor, float(weight), current_layout())
     return fn(model.params, model.rest, rng, low_res)
