@@ -16,6 +16,9 @@ from flax import nnx
 
 from vdm_jax.models.attention import attend
 from vdm_jax.models.layers import dense, sinusoidal_embedding
+from vdm_jax.parallel import constrain
+
+TEXT_AXES = ("batch", None, "embed")  # [B, L, D] caption activations
 
 PAD_ID = 0
 VOCAB_SIZE = 257
@@ -101,7 +104,9 @@ class TextEncoder(nnx.Module):
         mask = tokens != PAD_ID
         length = tokens.shape[1]
         pos = sinusoidal_embedding(jnp.arange(length, dtype=jnp.float32), self.dim, min_period=2.0, max_period=1e4)
-        x = self.embed(tokens) + pos[None]
+        # Annotated like the video activations: split by caption over the data and fsdp axes (unannotated, XLA
+        # split them over data only and repeated the encoder on each fsdp group).
+        x = constrain(self.embed(tokens) + pos[None], TEXT_AXES)
         for layer in self.layers:
-            x = layer(x, mask)
+            x = constrain(layer(x, mask), TEXT_AXES)
         return self.norm(x), mask
