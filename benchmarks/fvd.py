@@ -5,7 +5,8 @@
   python benchmarks/fvd.py --what=warp --num_clips=64
 
 `i3d` reports seconds per clip of I3D feature extraction (resize to 224 included, after compilation) and the
-forward's FLOPs from XLA's cost analysis of the lowered program. Run one `--what` per process: numpy's BLAS threads
+forward's FLOPs from XLA's cost analysis of the lowered program, on one device (evaluation splits the clips over
+the mesh's devices). Run one `--what` per process: numpy's BLAS threads
 and XLA's compete for the same cores.
 """
 

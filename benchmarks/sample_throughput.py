@@ -6,9 +6,11 @@
 
 The model is freshly initialised (its weights do not change the cost). Every sampler runs the config's jitted
 sampling function (`vdm_jax.train.sampling.make_sample_fn`, the one training and evaluation use) with only
-`sampler.name` changed; one untimed call compiles it, then the median of `--repeats` calls, each ending in
-`block_until_ready`, is reported. A class- or caption-conditioned model samples with labels in turn, one fixed
-caption (builtin text) or zero embeddings (precomputed text): the cost does not depend on what they say.
+`sampler.name` changed, on one device (training, `--mode=sample` and evaluation split the videos over the mesh's
+devices: divide by their number for a sharded run's cost); one untimed call compiles it, then the median of
+`--repeats` calls, each ending in `block_until_ready`, is reported. A class- or caption-conditioned model samples
+with labels in turn, one fixed caption (builtin text) or zero embeddings (precomputed text): the cost does not
+depend on what they say.
 `network_evals` counts denoiser calls in units of the batch (classifier-free guidance on labels or text, and frame
 guidance, each double it: one call on a batch twice as large), `video_network_evals_per_second` multiplies by the
 batch.
