@@ -24,6 +24,18 @@ def test_mesh_shape_fill_and_errors():
         resolve_mesh_shape((-1, -1, 1), 8)
 
 
+def test_rules_given_as_lists_are_a_hashable_layout():
+    """`current_layout()` keys caches of traced samplers: rules written with lists (as JSON gives them) work too."""
+    from vdm_jax.parallel import current_layout, make_mesh, use_mesh
+
+    mesh = make_mesh((-1, 1, 1))
+    with use_mesh(mesh, [["batch", ["data", "fsdp"]]]):
+        listed = current_layout()
+    with use_mesh(mesh, DATA_PARALLEL_RULES):
+        preset = current_layout()
+    assert hash(listed) == hash(preset) and listed == preset
+
+
 def test_logical_rules_map_and_never_reuse_an_axis():
     assert logical_to_spec(("batch", "time", "height", "width", "embed"), DATA_PARALLEL_RULES) == P(("data", "fsdp"))
     # FSDP: a kernel (kh, kw, conv_in, conv_out) is split along its output channels.

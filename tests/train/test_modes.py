@@ -102,6 +102,8 @@ conditional._compiled_sampler = recording(conditional._compiled_sampler)
 sampling.sample_from_checkpoint(cfg, workdir, num_samples=3)  # padded to 8: one video per device
 os.replace(f"{workdir}/samples/sample_step2.npz", f"{workdir}/samples/three.npz")
 sampling.sample_from_checkpoint(cfg, workdir, num_samples=8)
+sampling.sample_conditional_from_checkpoint(cfg, workdir, num_samples=3, cond_split="test", num_cond_frames=2)
+os.replace(f"{workdir}/samples/cond_step2.npz", f"{workdir}/samples/cond_three.npz")
 sampling.sample_conditional_from_checkpoint(cfg, workdir, num_samples=8, cond_split="test", num_cond_frames=2)
 print("SPECS", json.dumps(specs))
 """
@@ -138,11 +140,12 @@ def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_
     split = str(jax.sharding.PartitionSpec(("data", "fsdp")))
     layouts = json.loads(out.stdout.split("LAYOUTS", 1)[1].split("\n", 1)[0])
     assert layouts == [str(jax.sharding.PartitionSpec()), split], layouts  # one sampler, traced once per layout
-    assert len(specs) >= 3 and all(s == split for s in specs), specs
+    assert len(specs) >= 4 and all(s == split for s in specs), specs
     for name, videos in one.items():
         np.testing.assert_allclose(np.load(samples / f"{name}.npz")["videos"], videos, atol=1e-5, err_msg=name)
-    three = np.load(samples / "three.npz")["videos"]
-    np.testing.assert_allclose(three, one["sample_step2"][:3], atol=1e-5, err_msg="3 videos, padded")
+    for name, three in (("sample_step2", "three"), ("cond_step2", "cond_three")):
+        videos = np.load(samples / f"{three}.npz")["videos"]
+        np.testing.assert_allclose(videos, one[name][:3], atol=1e-5, err_msg=f"{name}: 3 videos, padded")
 
 
 def test_evaluate_mode_writes_json(tiny_run):

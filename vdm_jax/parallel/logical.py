@@ -42,7 +42,8 @@ _RULES: contextvars.ContextVar[Rules] = contextvars.ContextVar("vdm_jax_rules", 
 @contextlib.contextmanager
 def use_mesh(mesh: Mesh, rules: Rules) -> Iterator[None]:
     """Makes ``mesh`` and ``rules`` current, so that :func:`constrain` annotates activations while tracing."""
-    mesh_token, rules_token = _MESH.set(mesh), _RULES.set(tuple(rules))
+    hashable = tuple((name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules)
+    mesh_token, rules_token = _MESH.set(mesh), _RULES.set(hashable)  # hashable: a cache key (`current_layout`)
     try:
         yield
     finally:
@@ -57,7 +58,7 @@ def current_mesh() -> Mesh | None:
 def current_layout() -> tuple[Mesh | None, tuple]:
     """(mesh, rules) made current by `use_mesh`: what `constrain` reads when a function is traced, so a cache of
     traced functions must key on it (a function traced under another layout keeps that layout's annotations)."""
-    return _MESH.get(), tuple(_RULES.get())
+    return _MESH.get(), _RULES.get()
 
 
 def logical_to_spec(

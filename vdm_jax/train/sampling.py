@@ -64,6 +64,25 @@ def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Ca
     return jax.jit(fn)
 
 
+def padded_batch(num: int) -> int:
+    """`num` rounded up to a multiple of the current mesh's data x fsdp devices (`on_mesh`; 1 without a mesh)."""
+    mesh = current_mesh()
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    return -(-num // shards) * shards
+
+
+def pad_rows(tree, rows: int):
+    """Each array of `tree` (None passes) as host numpy with its last row repeated up to `rows` rows."""
+    if tree is None:
+        return None
+
+    def pad(a):
+        a = np.asarray(a)
+        return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)]) if rows > len(a) else a
+
+    return jax.tree.map(pad, tree)
+
+
 def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, cond=None, known=None) -> np.ndarray:
     """Runs `sample_fn` for `num` videos of `num_frames` frames and returns them on the host, clipped to [-1, 1].
 
@@ -73,17 +92,10 @@ def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, c
     its share (XLA leaves a batch they do not divide unsplit); a video's noise does not depend on the batch size, so
     the first `num` are the videos an unpadded call gives.
     """
-    mesh = current_mesh()
-    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-    padded = -(-num // shards) * shards
-
-    def host(tree):
-        pad = lambda a: np.concatenate([a, np.repeat(a[-1:], padded - num, axis=0)]) if padded > num else a
-        return None if tree is None else jax.tree.map(lambda a: pad(np.asarray(a)), tree)
-
+    padded = padded_batch(num)
     segment_ids = np.zeros((padded, num_frames), np.int32)
     key_data = np.asarray(jax.random.key_data(rng))
-    videos = sample_fn(state_params, rest, key_data, host(cond), segment_ids, host(known))
+    videos = sample_fn(state_params, rest, key_data, pad_rows(cond, padded), segment_ids, pad_rows(known, padded))
     videos = multihost_utils.process_allgather(videos, tiled=True)[:num]
     return np.clip(np.asarray(videos, np.float32), -1.0, 1.0)
 
@@ -261,7 +273,9 @@ def sample_conditional_from_checkpoint(
     method = conditional.resolve_method(cfg, "auto")
     rng = jax.random.key(cfg.seed + 2)
     keyframes = np.zeros(total, bool)
-    with on_mesh(cfg):
+    with on_mesh(cfg):  # padded as in `generate`: every device samples its share of the videos
+        rows = padded_batch(num_samples)
+        padded_context, padded_cond = pad_rows(context, rows), pad_rows(cond, rows)
         if keyframe_stride:
             key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
             if keyframe_workdir:
@@ -272,21 +286,28 @@ def sample_conditional_from_checkpoint(
             videos = conditional.keyframes_then_interpolate(
                 model,
                 rng,
-                context,
+                padded_context,
                 total,
                 keyframe_stride,
                 keyframe_model=key_model,
                 key_context=key_context,
-                cond=cond,
+                cond=padded_cond,
                 candidates=candidates,
             )
         else:
             how = "autoregressive" if total > cfg.data.num_frames else "one chunk"
             videos = conditional.extend(
-                model, rng, context, total, overlap=overlap, cond=cond, candidates=candidates, memory=memory
+                model,
+                rng,
+                padded_context,
+                total,
+                overlap=overlap,
+                cond=padded_cond,
+                candidates=candidates,
+                memory=memory,
             )
             how += f", {memory} far-back frames per chunk" if memory else ""
-    videos = np.asarray(multihost_utils.process_allgather(videos, tiled=True), np.float32)  # split over the hosts
+    videos = np.asarray(multihost_utils.process_allgather(videos, tiled=True), np.float32)[:num_samples]  # all hosts
     marked = np.zeros(videos.shape[:2], bool)
     marked[:, :num_cond_frames] = True
     name = f"cond_step{step}" if num_cond_frames else f"sample_step{step}_{total}f"
