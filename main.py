@@ -253,7 +253,8 @@ def _raised_by_config_file(argv: list[str], error: BaseException) -> BaseExcepti
 def _config_file_error(argv: list[str], error: BaseException) -> str:
     """One line for a --config file that cannot be loaded: its path, the root cause, and the files there are."""
     path = _config_path(argv)
-    while error.__cause__ is not None:  # ml_collections re-raises the load failure when the config is first read
+    # ml_collections re-raises the load failure when the config is first read; an error the file raised is its own.
+    while error.__cause__ is not None and not _frames_in_config_file(argv, error):
         error = error.__cause__
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     if not isinstance(error, OSError):  # the file's own code failed: say where

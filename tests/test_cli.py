@@ -92,6 +92,8 @@ def test_mesh_the_devices_or_batch_cannot_fill_is_a_clear_error(tmp_path, device
         # TypeError / ValueError reach main.py wrapped in absl's flag error, as a bad override's do.
         ("{tmp}/typo.py", [], "--config={tmp}/typo.py fails to run (line 3): TypeError: can only concatenate str"),
         ("{tmp}/value.py", ["--config.seed=3"], "--config={tmp}/value.py fails to run (line 2): ValueError: invalid"),
+        # The file's own error, not the one it was raised from.
+        ("{tmp}/chained.py", [], "--config={tmp}/chained.py fails to run (line 5): ValueError: say which key"),
     ],
 )
 def test_unloadable_config_file_is_one_line_before_any_heavy_import(tmp_path, config, overrides, message):
@@ -105,6 +107,8 @@ def test_unloadable_config_file_is_one_line_before_any_heavy_import(tmp_path, co
     (tmp_path / "broken.py").write_text("def get_config():\n    return nonsense\n")
     (tmp_path / "typo.py").write_text("def get_config():\n    steps = '10'\n    return steps + 1\n")
     (tmp_path / "value.py").write_text("def get_config():\n    return int('ten')\n")
+    chained = "def get_config():\n    try:\n        return {}['b']\n    except KeyError as e:\n"
+    (tmp_path / "chained.py").write_text(chained + "        raise ValueError('say which key') from e\n")
     config, message = config.format(tmp=tmp_path), message.format(tmp=tmp_path)
     out = run_main(f"--config={config}", f"--workdir={tmp_path / 'run'}", *overrides, env={"PYTHONPATH": str(blocked)})
     assert out.returncode != 0

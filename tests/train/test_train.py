@@ -109,8 +109,8 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
     assert_trees_close(straight["params"], resumed["params"], rtol=1e-6, atol=1e-7)
     assert_trees_close(straight["opt_state"], resumed["opt_state"], rtol=1e-6, atol=1e-7)
     assert_trees_close(straight["ema_params"], resumed["ema_params"], rtol=1e-6, atol=1e-7)
-    # The training curve as TensorBoard shows it (steps a killed run logged past its checkpoint are dropped as
-    # orphaned when the resumed run logs them again): the same steps, each the mean of the same steps' losses.
+    # The training curve: the same steps, each the mean of the same steps' losses (a step the killed run had logged
+    # past its checkpoint would appear twice in TensorBoard; the later value is compared).
     logged_straight, logged_resumed = _logged(tmp_path / "straight", "loss"), _logged(killed, "loss")
     assert sorted(logged_straight) == sorted(logged_resumed) == [3, 4, 6]
     for step, value in logged_straight.items():
@@ -118,7 +118,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, moving_shapes_dir):
 
 
 def _logged(workdir, tag: str) -> dict[int, float]:
-    """The scalar `tag` as TensorBoard reads the run's directory (every event file, restarts purged): step -> value."""
+    """The scalar `tag` as TensorBoard reads the run's directory (every event file): step -> its last value."""
     from tensorboard.backend.event_processing import event_accumulator
     from tensorboard.util import tensor_util
 

@@ -31,7 +31,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax.data.catalog import DatasetSpec, clip_frames, dataset_spec, hide_accelerators_from_tf
 from vdm_jax.data.config import DataConfig, max_far_frames
-from vdm_jax.data.stream_state import STATE_VERSION, check_state, stream_settings
+from vdm_jax.data.stream_state import (  # noqa: F401  (DataStateMismatchError, STREAM_KEYS: imported from here before)
+    STATE_VERSION,
+    STREAM_KEYS,
+    DataStateMismatchError,
+    check_state,
+    stream_settings,
+)
 
 BATCH_AXES = ("data", "fsdp")
 
