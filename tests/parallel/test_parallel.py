@@ -73,6 +73,27 @@ SCRIPT = textwrap.dedent(
         y = f(x)
     assert y.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp")), y.sharding
     np.testing.assert_array_equal(np.asarray(y), np.asarray(x) * 2)
+
+    # 3 rows on 8 devices: call_padded repeats the last row up to 8, so that the batch splits, and returns the first 3,
+    # equal to the unpadded call (random draws are by position) with any pytree of inputs.
+    g = jax.jit(lambda key, x, extra: parallel.constrain(x + jax.random.normal(key, x.shape) + extra["b"][:, None],
+                                                          ("batch", None)))
+    x3, extra = x[:3], {"b": np.arange(3.0, dtype=np.float32), "none": None}
+    assert parallel.padded_batch(3) == 3  # no mesh
+    alone = parallel.call_padded(g, (jax.random.key(0),), (x3, extra))
+    padded = []
+    def seen(*a):
+        padded.append(a[1:])
+        return g(*a)
+    with parallel.use_mesh(mesh, parallel.DATA_PARALLEL_RULES):
+        assert [parallel.padded_batch(n) for n in (3, 8, 9)] == [8, 8, 16]
+        spread = parallel.call_padded(seen, (jax.random.key(0),), (x3, extra))
+        inner = g(jax.random.key(0), *padded[0])
+    assert inner.sharding.spec == jax.sharding.PartitionSpec(("data", "fsdp")), inner.sharding
+    assert padded[0][0].shape == (8, 3) and isinstance(padded[0][1]["b"], np.ndarray)
+    np.testing.assert_array_equal(np.asarray(padded[0][0][3:]), np.repeat(np.asarray(x3[-1:]), 5, axis=0))
+    assert spread.shape == (3, 3) and alone.shape == (3, 3)
+    np.testing.assert_allclose(np.asarray(spread), np.asarray(alone), atol=1e-6)
     print("OK")
     """
 )

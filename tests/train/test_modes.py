@@ -71,7 +71,7 @@ import json, os, sys
 import jax
 import numpy as np
 from vdm_jax import configuration
-from vdm_jax.train import conditional, sampling
+from vdm_jax.train import conditional, sampling, super_resolution
 
 workdir, data_dir = sys.argv[1], sys.argv[2]
 overrides = [a.removeprefix("--config.") for a in json.loads(sys.argv[3])]
@@ -97,8 +97,22 @@ with sampling.on_mesh(cfg):
     inside = conditional.sample_with_known(model, jax.random.key(0), frames, mask).sharding.spec
 print("LAYOUTS", json.dumps([str(outside), str(inside)]))
 
+# Library calls with 3 videos, which 8 devices do not divide: outside the mesh (device 0), then inside it (padded).
+context = np.random.default_rng(0).uniform(-1, 1, (3, 2, 16, 16, 3)).astype(np.float32)
+low_res = context[:, :1].reshape(3, 1, 8, 2, 8, 2, 3).mean(axis=(3, 5))
+library = {
+    "extend, 2 candidates per chunk": lambda: conditional.extend(model, jax.random.key(1), context, 6, candidates=2),
+    "super_resolve": lambda: super_resolution.super_resolve(model, jax.random.key(2), low_res, weight=4.0),
+}
+alone = {name: np.asarray(call()) for name, call in library.items()}
+
 sampling.make_sample_fn = recording(sampling.make_sample_fn)
-conditional._compiled_sampler = recording(conditional._compiled_sampler)
+for name in ("_compiled_sampler", "_compiled_nll"):
+    setattr(conditional, name, recording(getattr(conditional, name)))
+super_resolution._compiled_super_resolver = recording(super_resolution._compiled_super_resolver)
+with sampling.on_mesh(cfg):
+    gaps = {name: float(np.abs(np.asarray(call()) - alone[name]).max()) for name, call in library.items()}
+print("LIBRARY", json.dumps(gaps))
 sampling.sample_from_checkpoint(cfg, workdir, num_samples=3)  # padded to 8: one video per device
 os.replace(f"{workdir}/samples/sample_step2.npz", f"{workdir}/samples/three.npz")
 sampling.sample_from_checkpoint(cfg, workdir, num_samples=8)
@@ -112,7 +126,8 @@ print("SPECS", json.dumps(specs))
 def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_run):
     """--mode=sample on 8 devices (data 4 x fsdp 2, parameters sharded): each sampler's videos come out split over
     the data axes (every device sampling every video was the failure; 3 videos are padded to 8 to split), and equal
-    one device's to float round-off, unconditional and with reconstruction guidance."""
+    one device's to float round-off, unconditional and with reconstruction guidance. So do the library's extension
+    (2 candidates per chunk: 6 videos and their NLLs padded to 8) and super-resolution of 3 videos."""
     import subprocess
     import sys
 
@@ -140,7 +155,9 @@ def test_sample_mode_splits_the_videos_over_the_mesh_and_equals_one_device(tiny_
     split = str(jax.sharding.PartitionSpec(("data", "fsdp")))
     layouts = json.loads(out.stdout.split("LAYOUTS", 1)[1].split("\n", 1)[0])
     assert layouts == [str(jax.sharding.PartitionSpec()), split], layouts  # one sampler, traced once per layout
-    assert len(specs) >= 4 and all(s == split for s in specs), specs
+    assert len(specs) >= 8 and all(s == split for s in specs), specs
+    gaps = json.loads(out.stdout.split("LIBRARY", 1)[1].split("\n", 1)[0])
+    assert len(gaps) == 2 and all(gap < 1e-5 for gap in gaps.values()), gaps
     for name, videos in one.items():
         np.testing.assert_allclose(np.load(samples / f"{name}.npz")["videos"], videos, atol=1e-5, err_msg=name)
     for name, three in (("sample_step2", "three"), ("cond_step2", "cond_three")):

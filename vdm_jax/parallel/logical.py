@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterator, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -59,6 +61,39 @@ def current_layout() -> tuple[Mesh | None, tuple]:
     """(mesh, rules) made current by `use_mesh`: what `constrain` reads when a function is traced, so a cache of
     traced functions must key on it (a function traced under another layout keeps that layout's annotations)."""
     return _MESH.get(), _RULES.get()
+
+
+def padded_batch(num: int) -> int:
+    """`num` rounded up to a multiple of the current mesh's data x fsdp devices (1 without a mesh): a batch they
+    divide is split over them, one they do not divide XLA leaves unsplit (every device computes every row)."""
+    mesh = _MESH.get()
+    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
+    return -(-num // shards) * shards
+
+
+def pad_rows(tree, rows: int):
+    """Each array of `tree` (None passes) with its last row repeated up to `rows` rows: jax arrays stay jax arrays
+    (eager, so a global array of several hosts works too), anything else becomes host numpy."""
+    if tree is None:
+        return None
+
+    def pad(a):
+        xp = jnp if isinstance(a, jax.Array) else np
+        a = a if xp is jnp else np.asarray(a)
+        return xp.concatenate([a, xp.repeat(a[-1:], rows - len(a), axis=0)]) if rows > len(a) else a
+
+    return jax.tree.map(pad, tree)
+
+
+def call_padded(fn, fixed: tuple, batched: tuple):
+    """fn(*fixed, *batched) -> the first N rows of its result, the batched arguments (pytrees of arrays with N
+    rows; None passes) padded by `pad_rows` to `padded_batch(N)` so that every device of the current mesh computes
+    its share. Equal to the unpadded call where row i of fn's result depends only on row i of its inputs and on
+    random draws by position (threefry is partitionable: row i of a draw of N' >= N rows is row i of a draw of N)."""
+    num = len(jax.tree.leaves(batched)[0])
+    rows = padded_batch(num)
+    out = fn(*fixed, *pad_rows(batched, rows))
+    return out if rows == num else jax.tree.map(lambda a: a[:num], out)
 
 
 def logical_to_spec(

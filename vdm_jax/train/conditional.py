@@ -33,7 +33,7 @@ from flax import nnx
 from vdm_jax.data.config import max_far_frames
 from vdm_jax.diffusion import diffusion_nll, sample, window_starts, windowed_denoiser
 from vdm_jax.models import null_conditioning, with_text_mask
-from vdm_jax.parallel import current_layout
+from vdm_jax.parallel import call_padded, current_layout
 
 METHODS = ("auto", "replacement", "reconstruction", "network")
 Weight = float | Callable[[jax.Array], jax.Array] | None
@@ -216,6 +216,8 @@ def sample_with_known(
       start_time in (0, 1) (`vdm_jax.diffusion.sample`); known frames still hold where mask = 1.
     frame_times: int [N, T], each frame's time in the video when the T frames are not consecutive (far-back known
       frames, `extend(memory=...)`); None: consecutive.
+    Under a mesh (`sampling.on_mesh`) the batch is padded to a multiple of the data x fsdp devices, so that each
+    samples its share (`parallel.call_padded`); the N videos are those one device gives.
     """
     cfg = model.cfg
     frames, mask = jnp.asarray(frames, jnp.float32), jnp.asarray(mask, jnp.float32)
@@ -229,7 +231,7 @@ def sample_with_known(
         if start.shape != frames.shape:
             raise ValueError(f"start must be shaped like frames, {tuple(frames.shape)}; got {tuple(start.shape)}")
     fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), 0, current_layout())
-    return fn(model.params, model.rest, rng, frames, mask, cond, start, frame_times)
+    return call_padded(fn, (model.params, model.rest, rng), (frames, mask, cond, start, frame_times))
 
 
 def _check_times(frame_times, frames: jax.Array) -> jax.Array | None:
@@ -289,7 +291,7 @@ def chunk_nll(
     _check_frames(cfg, frames, "frames")
     frame_times = _check_times(frame_times, frames)
     fn = _compiled_nll(model.graphdef, cfg, levels, current_layout())
-    return fn(model.params, model.rest, rng, frames, mask, cond, frame_times)
+    return call_padded(fn, (model.params, model.rest, rng), (frames, mask, cond, frame_times))
 
 
 def _best_of(
@@ -453,7 +455,7 @@ def extend_jointly(
         if start.shape != frames.shape:
             raise ValueError(f"start must be [N, total_frames, ...] = {tuple(frames.shape)}; got {tuple(start.shape)}")
     fn = _compiled_sampler(model.graphdef, cfg, method, recon_weight, float(start_time), hop, current_layout())
-    return fn(model.params, model.rest, rng, frames, mask, cond, start, None)
+    return call_padded(fn, (model.params, model.rest, rng), (frames, mask, cond, start, None))
 
 
 def predict(

@@ -15,7 +15,7 @@ from jax.experimental import multihost_utils
 
 from vdm_jax.diffusion import sample
 from vdm_jax.models import null_conditioning, with_text_mask
-from vdm_jax.parallel import current_mesh
+from vdm_jax.parallel import pad_rows, padded_batch
 
 
 def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Callable | None = None):
@@ -62,25 +62,6 @@ def make_sample_fn(graphdef: nnx.GraphDef, cfg, *, num_frames: int, progress: Ca
         )
 
     return jax.jit(fn)
-
-
-def padded_batch(num: int) -> int:
-    """`num` rounded up to a multiple of the current mesh's data x fsdp devices (`on_mesh`; 1 without a mesh)."""
-    mesh = current_mesh()
-    shards = 1 if mesh is None else mesh.shape["data"] * mesh.shape["fsdp"]
-    return -(-num // shards) * shards
-
-
-def pad_rows(tree, rows: int):
-    """Each array of `tree` (None passes) as host numpy with its last row repeated up to `rows` rows."""
-    if tree is None:
-        return None
-
-    def pad(a):
-        a = np.asarray(a)
-        return np.concatenate([a, np.repeat(a[-1:], rows - len(a), axis=0)]) if rows > len(a) else a
-
-    return jax.tree.map(pad, tree)
 
 
 def generate(sample_fn, state_params, rest, rng, *, num: int, num_frames: int, cond=None, known=None) -> np.ndarray:
@@ -273,9 +254,7 @@ def sample_conditional_from_checkpoint(
     method = conditional.resolve_method(cfg, "auto")
     rng = jax.random.key(cfg.seed + 2)
     keyframes = np.zeros(total, bool)
-    with on_mesh(cfg):  # padded as in `generate`: every device samples its share of the videos
-        rows = padded_batch(num_samples)
-        padded_context, padded_cond = pad_rows(context, rows), pad_rows(cond, rows)
+    with on_mesh(cfg):  # every device samples its share of the videos (`parallel.call_padded`)
         if keyframe_stride:
             key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
             if keyframe_workdir:
@@ -286,12 +265,12 @@ def sample_conditional_from_checkpoint(
             videos = conditional.keyframes_then_interpolate(
                 model,
                 rng,
-                padded_context,
+                context,
                 total,
                 keyframe_stride,
                 keyframe_model=key_model,
                 key_context=key_context,
-                cond=padded_cond,
+                cond=cond,
                 candidates=candidates,
             )
         else:
@@ -299,10 +278,10 @@ def sample_conditional_from_checkpoint(
             videos = conditional.extend(
                 model,
                 rng,
-                padded_context,
+                context,
                 total,
                 overlap=overlap,
-                cond=padded_cond,
+                cond=cond,
                 candidates=candidates,
                 memory=memory,
             )

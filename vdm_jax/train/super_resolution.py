@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from vdm_jax.diffusion import alpha_sigma, expand_to, from_x, predict_x, sample
 from vdm_jax.diffusion.guidance import DenoiseFn
-from vdm_jax.parallel import current_layout
+from vdm_jax.parallel import call_padded, current_layout
 
 Observe = Callable[[jax.Array], jax.Array]
 
@@ -144,4 +144,4 @@ def super_resolve(model, rng: jax.Array, low_res: jax.Array, *, weight: float | 
     if weight <= 0:
         raise ValueError("super_resolve needs a weight > 0: pass weight= or set config.sampler.recon_guidance_weight.")
     fn = _compiled_super_resolver(model.graphdef, cfg, factor, float(weight), current_layout())
-    return fn(model.params, model.rest, rng, low_res)
+    return call_padded(fn, (model.params, model.rest, rng), (low_res,))
