@@ -183,14 +183,17 @@ def test_two_processes_train_and_checkpoint(tmp_path, moving_shapes_dir):
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
     assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2]
-    # Sampling from frames on the same two hosts: the videos, split over both, are gathered before writing.
-    cond = ("--mode=sample", "--cond_split=test", "--num_cond_frames=2", "--num_samples=4")
+    # Sampling from frames on the same two hosts: the videos, split over both, are gathered before writing. 3 videos
+    # on 4 devices are padded to 4, and the second chunk pads the first's output, a global array of both hosts.
+    cond = ("--mode=sample", "--cond_split=test", "--num_cond_frames=2", "--num_samples=3", "--num_frames=6")
     procs = _start_two_processes(workdir, *args, *cond, data_dir=moving_shapes_dir)
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
-    videos = np.load(workdir / "samples" / "cond_step2.npz")["videos"]
-    assert videos.shape == (4, 4, 16, 16, 3) and np.all(np.isfinite(videos))
+    written = np.load(workdir / "samples" / "cond_step2.npz")
+    videos = written["videos"]
+    assert videos.shape == (3, 6, 16, 16, 3) and np.all(np.isfinite(videos))
+    np.testing.assert_allclose(videos[:, :2], written["context"], atol=1e-6)  # the conditioning frames, kept
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_step(tmp_path, moving_shapes_dir):
