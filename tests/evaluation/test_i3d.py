@@ -31,8 +31,8 @@ def test_reproduces_tf_hub_logits_of_a_constant_clip():
     # The TF-Hub module deepmind/i3d-kinetics-400/1 on 15 frames of 224x224 all -1 (black after FVD preprocessing)
     # prints logits starting 0.7422105 2.829727 0.39993525 and ending -0.38092658 0.65539014 -1.4021297.
     logits = fvd.i3d_features(-np.ones((1, 15, 224, 224, 3), np.float32), batch_size=1, progress=False)
-    np.testing.assert_allclose(logits[0, :3], [0.7422105, 2.829727, 0.39993525], atol=2e-4)
-    np.testing.assert_allclose(logits[0, -3:], [-0.38092658, 0.65539014, -1.4021297], atol=2e-4)
+    np.testing.assert_allclose(logits[0, :3], [0.7422105, 2.829727, 0.39993525], atol=2e-5)
+    np.testing.assert_allclose(logits[0, -3:], [-0.38092658, 0.65539014, -1.4021297], atol=2e-5)
 
 
 def test_agrees_with_the_weights_packages_own_port_on_a_clip_with_orientation():

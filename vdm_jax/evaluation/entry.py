@@ -89,21 +89,50 @@ def real_stats_key(cfg) -> RealStatsKey:
     )
 
 
-def check_prediction_clips(cfg) -> None:
-    """Raises ConfigError when prediction evaluation (config.eval.num_cond_frames > 0) asks for more test clips than
-    the prepared test split holds; called before training or sampling starts, not at the first evaluation."""
-    if cfg.eval.num_cond_frames == 0:
-        return
+def check_eval_setup(cfg) -> None:
+    """Raises ConfigError for an evaluation that would fail when it first runs (training evaluates every
+    eval_every steps and always at its end): FVD without the pretrained I3D, with clips I3D cannot read (fewer than
+    `i3d.MIN_FRAMES` frames, not RGB) or with fewer than 2 videos a side (a covariance needs 2); and a test split
+    with fewer clips than FVD's real side or prediction's contexts ask for. Called before training or sampling
+    starts, not at the first evaluation."""
     from vdm_jax.configuration import ConfigError
+    from vdm_jax.evaluation.i3d import MIN_FRAMES, i3d_weights_path
+
+    ev, fvd = cfg.eval, "fvd" in cfg.eval.metrics
+    if fvd:
+        drop = "; or drop fvd from config.eval.metrics"
+        try:
+            i3d_weights_path()
+        except (ImportError, FileNotFoundError) as e:
+            raise ConfigError(f"config.eval.metrics has fvd: {e}") from e
+        if cfg.data.num_frames < MIN_FRAMES:
+            raise ConfigError(
+                f"config.eval.metrics has fvd, whose I3D needs clips of at least {MIN_FRAMES} frames; "
+                f"config.data.num_frames={cfg.data.num_frames}{drop}"
+            )
+        if cfg.model.channels != 3:
+            raise ConfigError(
+                f"config.eval.metrics has fvd, whose I3D takes RGB videos; {cfg.data.name} has "
+                f"{cfg.model.channels} channel(s){drop}"
+            )
+        if min(ev.num_samples, ev.num_real_clips) < 2:
+            raise ConfigError(
+                f"config.eval.metrics has fvd, which compares the covariances of >= 2 videos a side; "
+                f"config.eval.num_samples={ev.num_samples} samples continue {ev.num_real_clips} test clip(s) "
+                "(num_samples / samples_per_clip): give at least 2 of each"
+            )
+    if not (fvd or ev.num_cond_frames):
+        return
     from vdm_jax.data.catalog import dataset_spec
 
     spec = dataset_spec(cfg.data)
     have = spec.builder.info.splits[spec.tfds_split(REAL_SPLIT)].num_examples
-    if have < cfg.eval.num_real_clips:
+    if have < ev.num_real_clips:
+        use = "FVD's real side" if not ev.num_cond_frames else "prediction's contexts"
         raise ConfigError(
-            f"config.eval: {cfg.eval.num_samples} samples at {cfg.eval.samples_per_clip} per clip continue "
-            f"{cfg.eval.num_real_clips} test clips, but the {REAL_SPLIT} split of {cfg.data.name} holds {have}; "
-            "lower config.eval.num_samples or raise config.eval.samples_per_clip"
+            f"config.eval: {ev.num_samples} samples at {ev.samples_per_clip} per clip need {ev.num_real_clips} test "
+            f"clips ({use}), but the {REAL_SPLIT} split of {cfg.data.name} holds {have}; lower "
+            "config.eval.num_samples or raise config.eval.samples_per_clip"
         )
 
 
@@ -184,7 +213,7 @@ def evaluate_checkpoint(cfg, workdir: str, *, step: int | None = None) -> dict:
     from vdm_jax.train.loop import restore_for_inference
     from vdm_jax.train.sampling import make_sample_fn
 
-    check_prediction_clips(cfg)
+    check_eval_setup(cfg)
     graphdef, params, rest, step = restore_for_inference(cfg, workdir, step)
     mesh = make_mesh(cfg.parallel.mesh_shape)
     sample_fn = make_sample_fn(graphdef, cfg, num_frames=cfg.data.num_frames)

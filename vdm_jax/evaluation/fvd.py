@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vdm_jax.evaluation.i3d import INPUT_SIZE, NUM_CLASSES, pretrained_i3d
+from vdm_jax.evaluation.objects import check_finite
 
 STATS_FORMAT = "i3d-kinetics-400-logits/tf1-bilinear-224/v1"  # stored with cached statistics; bump on any change
 
@@ -42,6 +43,7 @@ def to_unit_range(videos: np.ndarray) -> np.ndarray:
         return videos.astype(np.float32) / 127.5 - 1.0
     if not np.issubdtype(videos.dtype, np.floating):
         raise ValueError(f"videos must be uint8 in [0, 255] or float in [-1, 1]; got dtype {videos.dtype}")
+    check_finite(videos)
     lo, hi = float(np.min(videos)), float(np.max(videos))
     if lo < -1.05 or hi > 1.05:
         raise ValueError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh
 
 from vdm_jax.evaluation.config import EvalConfig
@@ -14,7 +15,8 @@ from vdm_jax.evaluation.fvd import (
     real_stats,
     resolve_cache_dir,
 )
-from vdm_jax.evaluation.temporal import temporal_consistency
+from vdm_jax.evaluation.objects import check_finite
+from vdm_jax.evaluation.temporal import TEMPORAL_METRICS, temporal_consistency
 from vdm_jax.evaluation.warp import warp_error
 
 
@@ -36,7 +38,16 @@ def compute_metrics(
     given; else it comes from ``real_stats_key`` (statistics cached under ``eval_cfg.cache_dir``, computed from
     ``real_videos`` on first use or when the cached sample count differs from len(real_videos)), or from
     ``real_videos`` alone (not cached).
+    Videos holding NaN or Inf (a sampler gone wrong) score NaN on every metric, with a warning: a training run keeps
+    its evaluation's record and goes on, where an error would stop it again at every restart.
     """
+    try:
+        check_finite(np.asarray(videos))
+    except ValueError as e:
+        logging.warning("Every metric is NaN: %s", e)
+        names = list(TEMPORAL_METRICS) if "temporal" in eval_cfg.metrics else []
+        names += [name for name in ("warp_error", "fvd") if name in eval_cfg.metrics]
+        return dict.fromkeys(names, float("nan"))
     results: dict[str, float] = {}
     if "temporal" in eval_cfg.metrics:
         results.update(temporal_consistency(videos))

@@ -40,6 +40,21 @@ class FrameObjects:
     touching: np.ndarray
 
 
+def check_finite(videos: np.ndarray) -> None:
+    """ValueError when videos ([N, T, H, W, C], or one video or frame) hold NaN or Inf (a diverged or broken
+    sampler), naming how many videos do."""
+    finite = np.isfinite(videos)
+    if finite.all():
+        return
+    if videos.ndim != 5:
+        raise ValueError("the video contains NaN or Inf; no metric can score it")
+    bad = ~finite.reshape(len(videos), -1).all(axis=1)
+    raise ValueError(
+        f"{int(bad.sum())} of {len(videos)} videos contain NaN or Inf (first: video {int(np.argmax(bad))}); no "
+        "metric can score them"
+    )
+
+
 def to_rgb255(videos: np.ndarray) -> np.ndarray:
     """[..., 3] uint8 in [0, 255] or float in [-1, 1] -> float64 RGB in [0, 255]."""
     videos = np.asarray(videos)
@@ -49,6 +64,7 @@ def to_rgb255(videos: np.ndarray) -> np.ndarray:
         return videos.astype(np.float64)
     if not np.issubdtype(videos.dtype, np.floating):
         raise ValueError(f"videos must be uint8 in [0, 255] or float in [-1, 1]; got dtype {videos.dtype}")
+    check_finite(videos)
     if videos.size and (np.min(videos) < -1.05 or np.max(videos) > 1.05):
         raise ValueError("float videos must lie in [-1, 1]; pass uint8 frames as uint8 or scale with x / 127.5 - 1")
     return (np.clip(videos.astype(np.float64), -1.0, 1.0) + 1.0) * 127.5

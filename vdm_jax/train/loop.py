@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vdm_jax import configuration
 from vdm_jax import data as vdm_data
-from vdm_jax.evaluation.entry import check_prediction_clips, evaluate_videos, sample_for_eval
+from vdm_jax.evaluation.entry import check_eval_setup, evaluate_videos, sample_for_eval
 from vdm_jax.models import INPUT_KERNEL, load_matching_params
 from vdm_jax.parallel import make_mesh, use_mesh
 from vdm_jax.train import media
@@ -179,7 +179,7 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
     # ---------------------------------------------------------------- dataset (labels, captions the model reads)
     vdm_data.prepare(cfg.data)
     configuration.check_dataset_conditioning(cfg, vdm_data.dataset_spec(cfg.data))
-    check_prediction_clips(cfg)  # enough test clips for prediction evaluation, before the first one
+    check_eval_setup(cfg)  # an evaluation that cannot run fails now, not at its first step
 
     # ---------------------------------------------------------------- workdir, logs
     check_workdir(workdir)
