@@ -157,6 +157,18 @@ def test_typed_boundary_names_the_bad_key():
         configuration.from_config_dict(config)
 
 
+def test_discrete_time_training_needs_a_sampler_on_its_grid():
+    """timesteps = N trains at t in {1/N, ..., 1}; the sampler's uniform grid of K steps lands on it iff K divides N."""
+    base = ["diffusion.timesteps=1000"]
+    for steps in (1000, 250, 8):
+        configuration.from_config_dict(
+            load_config_file(str(ROOT / "configs/default.py"), [*base, f"sampler.num_steps={steps}"])
+        )
+    config = load_config_file(str(ROOT / "configs/default.py"), [*base, "sampler.num_steps=64"])
+    with pytest.raises(configuration.ConfigError, match=r"timesteps=1000 .* num_steps that divides 1000 \(e.g. 50\)"):
+        configuration.from_config_dict(config)
+
+
 def test_guidance_needs_a_trained_null_conditioning():
     """Classifier-free guidance mixes in the model told the null class / empty caption; with cond_drop_prob = 0
     training never shows it that, so the combination is refused (with dropout it is accepted)."""

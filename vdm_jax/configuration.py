@@ -106,6 +106,14 @@ def _check_across_groups(cfg: ExperimentConfig) -> None:
             f"config.train.batch_size={cfg.train.batch_size} is not divisible by "
             f"config.train.grad_accum_steps={cfg.train.grad_accum_steps}"
         )
+    steps, grid = cfg.sampler.num_steps, cfg.diffusion.timesteps
+    if grid and grid % steps:
+        raise ConfigError(
+            f"config.diffusion.timesteps={grid} trains at t in {{1/{grid}, ..., 1}} only, and the sampler's "
+            f"{steps} steps (config.sampler.num_steps) would ask the model at times between them; use a "
+            f"num_steps that divides {grid} (e.g. {max(d for d in range(1, min(steps, grid) + 1) if grid % d == 0)}), "
+            "or timesteps=0 (continuous time)"
+        )
     if cfg.data.long_range_prob > 0 and not cfg.model.frame_conditioning:
         raise ConfigError(
             "config.data.long_range_prob > 0 trains on far-back known frames: it needs a frame-conditioned model "

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from diffusion_oracles import GaussianOracle
+from flax.core import FrozenDict
 
 from vdm_jax.diffusion import from_x, window_starts, windowed_denoiser
 
@@ -55,7 +56,9 @@ def test_windowed_oracle_of_independent_frames_is_the_oracle_of_the_whole_video(
     np.testing.assert_allclose(windowed(z, lam, None), oracle(total).denoise_fn(param)(z, lam), rtol=2e-4, atol=2e-4)
 
 
-def test_known_frames_are_cut_into_windows_and_other_conditioning_repeated():
+@pytest.mark.parametrize("container", [dict, FrozenDict])
+def test_known_frames_are_cut_into_windows_and_other_conditioning_repeated(container):
+    """Any mapping (a Flax FrozenDict too) has its per-frame entries cut, not repeated whole."""
     calls = []
 
     def fn(z, lam, cond):
@@ -67,7 +70,7 @@ def test_known_frames_are_cut_into_windows_and_other_conditioning_repeated():
     total, chunk = 10, 4
     frames = jax.random.normal(jax.random.key(0), (2, total, 2, 2, 3))
     mask = jnp.zeros((2, total)).at[:, :3].set(1.0)
-    cond = {"known_frames": frames, "known_mask": mask, "label": jnp.array([1.0, -2.0])}
+    cond = container({"known_frames": frames, "known_mask": mask, "label": jnp.array([1.0, -2.0])})
     z = jax.random.normal(jax.random.key(1), frames.shape)
     lam = jnp.array([0.5, -1.0])
     out = windowed_denoiser(fn, chunk, 2)(z, lam, cond)

@@ -14,6 +14,8 @@ denoiser itself.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,7 +59,7 @@ def windowed_denoiser(denoise_fn: DenoiseFn, chunk: int, hop: int, temporal_keys
         def repeat(a):  # [B, ...] -> [W·B, ...]
             return jnp.concatenate([a] * w, axis=0)
 
-        if isinstance(cond, dict):
+        if isinstance(cond, Mapping):
             window_cond = {k: cut(v) if k in temporal_keys else jax.tree.map(repeat, v) for k, v in cond.items()}
         else:
             window_cond = None if cond is None else jax.tree.map(repeat, cond)
