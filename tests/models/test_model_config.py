@@ -48,6 +48,8 @@ def test_frozen():
         (dict(text_conditioning="builtin", text_embed_dim=15, head_dim=5), "text_embed_dim"),  # odd: no sin/cos pairs
         (dict(emb_dim=33), "emb_dim"),
         (dict(attention_impl="cudnn", dtype="float32"), "attention_impl"),
+        (dict(attention_impl="cudnn", dtype="bfloat16", head_dim=12), "head_dim"),  # cuDNN: a multiple of 8
+        (dict(attention_impl="cudnn", dtype="bfloat16", head_dim=264), "head_dim"),  # cuDNN: at most 256
         (dict(spatial_attention="performer"), "spatial_attention"),
         (dict(temporal_attn_resolutions=(0,)), "temporal_attn_resolutions"),
     ],

@@ -1,6 +1,7 @@
 """Conditioning paths: class labels, text (builtin and precomputed), known frames, guidance nulls, dropout, remat."""
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from flax import nnx
 from unet_helpers import RES, apply, build, tiny_config, video
 
 from vdm_jax.models import drop_conditioning, load_matching_params, null_conditioning, tokenize
+from vdm_jax.models.unet import Stage
 
 Z = video(0, (2, 2, RES, RES, 3))
 LOGSNR = jnp.array([0.0, 1.0])
@@ -101,6 +103,34 @@ def test_cond_keys_are_checked():
         model(Z, LOGSNR, {"label": jnp.zeros(2, jnp.int32), "text_tokens": jnp.zeros((2, 3), jnp.int32)})
 
 
+_KNOWN = {"known_frames": Z, "known_mask": jnp.ones((2, 2))}
+_EMB = jnp.ones((2, 5, 16))
+
+
+@pytest.mark.parametrize(
+    "overrides, cond, key",
+    [
+        (dict(num_classes=5), {"label": jnp.zeros((2, 1), jnp.int32)}, "label"),  # a trailing axis kept
+        (dict(text_conditioning="builtin"), {"text_tokens": jnp.zeros((2,), jnp.int32)}, "text_tokens"),
+        (dict(text_conditioning="builtin"), {"text_tokens": jnp.zeros((1, 7), jnp.int32)}, "text_tokens"),
+        (dict(text_conditioning="precomputed"), {"text_embeddings": jnp.ones((2, 5, 8))}, "text_embeddings"),
+        (dict(text_conditioning="precomputed"), {"text_embeddings": jnp.ones((2, 16))}, "text_embeddings"),
+        (
+            dict(text_conditioning="precomputed"),
+            {"text_embeddings": _EMB, "text_mask": jnp.ones((2, 6), bool)},
+            "text_mask",
+        ),
+        (dict(frame_conditioning=True), {**_KNOWN, "known_frames": Z[:, :1]}, "known_frames"),
+        (dict(frame_conditioning=True), {**_KNOWN, "known_mask": jnp.ones((2,))}, "known_mask"),  # one flag per clip
+    ],
+)
+def test_cond_shapes_are_checked(overrides, cond, key):
+    """A cond entry of the wrong shape is refused up front, naming its key and the expected shape."""
+    model = build(tiny_config(**overrides))
+    with pytest.raises(ValueError, match=rf"cond\['{key}'\] must be \["):
+        model(Z, LOGSNR, cond)
+
+
 def test_bfloat16_compute_stays_close_to_float32():
     f32 = build(tiny_config(num_classes=5))
     bf16 = build(tiny_config(num_classes=5, dtype="bfloat16"), seed=9)
@@ -135,6 +165,39 @@ def test_remat_forward_matches_plain():
     plain, remat = build(tiny_config(**MICRO)), build(tiny_config(remat_policy="full", **MICRO))
     key = jax.random.key(4)
     assert _close(apply(plain, Z, LOGSNR, train=True, rngs=key), apply(remat, Z, LOGSNR, train=True, rngs=key), 1e-6)
+
+
+def _count_equations(jaxpr, primitive) -> int:
+    """Equations of ``primitive`` in ``jaxpr`` and every jaxpr nested in its equations' parameters."""
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive == primitive
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                if isinstance(sub, jax.extend.core.ClosedJaxpr):
+                    count += _count_equations(sub.jaxpr, primitive)
+                elif isinstance(sub, jax.extend.core.Jaxpr):
+                    count += _count_equations(sub, primitive)
+    return count
+
+
+REMAT = jax.make_jaxpr(jax.checkpoint(jnp.sin))(1.0).eqns[0].primitive  # the primitive jax.checkpoint binds
+
+
+@pytest.mark.parametrize("policy", ["none", "full", "dots"])
+def test_remat_wraps_every_stage_in_the_gradient(policy):
+    """Each Stage (ResBlock + attention) is one ``checkpoint`` (remat) equation of the traced gradient, and none is
+    there without remat: the forward and gradient checks above would pass just as well if remat did nothing."""
+    model = build(tiny_config(remat_policy=policy, **MICRO))
+    stages = sum(isinstance(m, Stage) for _, m in nnx.iter_graph(model))
+    assert stages == 5  # MICRO: one down stage, two middle stages, two up stages
+    graphdef, state = nnx.split(model)
+
+    def loss(state):
+        return jnp.mean(nnx.merge(graphdef, state)(Z, LOGSNR, train=True, rngs=jax.random.key(4)) ** 2)
+
+    jaxpr = jax.make_jaxpr(jax.grad(loss))(state).jaxpr
+    assert _count_equations(jaxpr, REMAT) == (0 if policy == "none" else stages)
 
 
 @pytest.mark.slow

@@ -237,3 +237,29 @@ def test_identity_init_overwritten_by_the_sources_temporal_layers_is_reported(
         loop._load_init_from(state, str(tmp_path / "checkpoints"), temporal_identity_init=True)
     warned = [r for r in caplog.records if "temporal_identity_init" in r.getMessage()]
     assert len(warned) == int(source_temporal)
+
+
+@pytest.mark.parametrize(
+    "source_temporal, identity_init, expect_warning",
+    [(False, False, True), (True, False, False), (False, True, False)],
+)
+def test_image_model_loaded_without_identity_init_is_reported(
+    tmp_path, moving_shapes_dir, caplog, source_temporal, identity_init, expect_warning
+):
+    """init_from an image model (the source lacks every temporal layer) with temporal_identity_init=False: the
+    temporal layers start random, and a warning names the flag that makes them start as the identity. A source
+    with temporal layers, or identity init on, gets no such warning."""
+    import jax
+
+    from vdm_jax.train.compile import new_model
+    from vdm_jax.train.state import init_state, make_optimizer
+
+    runs.write_checkpoint(tmp_path, *runs.TINY, f"--config.model.temporal_attention={source_temporal}")
+    cfg = _config(moving_shapes_dir, f"model.temporal_identity_init={identity_init}")
+    state = jax.jit(lambda: init_state(new_model(cfg), make_optimizer(cfg.train))[1])()
+    with caplog.at_level("WARNING"):
+        loop._load_init_from(state, str(tmp_path / "checkpoints"), temporal_identity_init=identity_init)
+    warned = [r.getMessage() for r in caplog.records if "start random" in r.getMessage()]
+    assert len(warned) == int(expect_warning)
+    if expect_warning:
+        assert "--config.model.temporal_identity_init=True" in warned[0]

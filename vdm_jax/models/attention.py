@@ -6,7 +6,7 @@ frames that are not consecutive (``frame_times``: long-range context, far-back k
 keep appended image frames (joint image-video training, VDM §3.1) out of each other's and the video's temporal
 attention. Cross-attention attends from every position to text tokens. All attention is computed by
 ``jax.nn.dot_product_attention`` (or, for spatial attention on request, linear attention), so the fused cuDNN kernel
-can be chosen on GPUs.
+can be chosen on GPUs; calls whose shapes cuDNN refuses fall back to XLA (see :func:`attend`).
 
 Projections are einsums into the layout the attention needs, one per q, k and v; temporal attention moves frames to
 the sequence axis once, on its C-wide normalised input.
@@ -69,10 +69,38 @@ def _out_params(heads: int, head_dim: int, channels: int, zero: bool, rngs: nnx.
     return kernel, bias
 
 
+def cudnn_can_run(q, k, *, bias=None, mask=None) -> bool:
+    """Whether jax's fused cuDNN attention accepts this call's shapes, in the forward pass and in training.
+
+    ``q: [N, Lq, heads, d]``, ``k: [N, Lk, heads, d]``; ``bias``/``mask`` broadcastable to ``[N, heads, Lq, Lk]``.
+    jax 0.10 folds the mask into the bias and then requires (``jax._src.cudnn.fused_attention_stablehlo``):
+
+    - the bias's last two dimensions to be exactly ``[Lq, Lk]``: a mask broadcast over queries, such as the
+      ``[B, 1, 1, S]`` key-padding mask of cross-attention, is refused ("Bias must have same seq length as QKV");
+    - in training, ``Lq`` and ``Lk`` even ("Unsupported sequence length"). jax means this for biased attention only,
+      but its training check sees a placeholder bias on every call, so it refuses odd lengths without a bias too.
+      Whether a call is differentiated is not known here, so odd lengths are refused in the forward pass as well.
+
+    Head dimension and dtype are checked once by ``ModelConfig`` (``head_dim``, ``dtype``), not here.
+    """
+    lq, lk = q.shape[1], k.shape[1]
+    if lq % 2 or lk % 2:
+        return False
+    return all(x.ndim >= 2 and tuple(x.shape[-2:]) == (lq, lk) for x in (bias, mask) if x is not None)
+
+
 def attend(q, k, v, *, bias=None, mask=None, impl: str = "xla") -> jax.Array:
-    """Multi-head attention ``softmax(q k^T / sqrt(d) + bias) v`` over ``[N, L, heads, d]`` arrays."""
+    """Multi-head attention ``softmax(q k^T / sqrt(d) + bias) v`` over ``[N, L, heads, d]`` arrays.
+
+    ``impl="cudnn"`` uses the fused cuDNN kernel where :func:`cudnn_can_run` says it accepts the shapes, and falls
+    back to ``"xla"`` (the same maths, unfused) where it does not: cross-attention's key-padding mask (broadcast over
+    queries), and attention over an odd number of queries or keys (temporal attention over an odd number of frames,
+    the builtin text encoder on odd caption lengths, spatial attention over an odd number of pixels).
+    """
     if bias is not None:
         bias = bias.astype(q.dtype)
+    if impl == "cudnn" and not cudnn_can_run(q, k, bias=bias, mask=mask):
+        impl = "xla"
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, implementation=impl)
 
 

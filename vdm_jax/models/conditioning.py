@@ -67,6 +67,37 @@ def check_conditioning(cond: Cond | None, cfg: ModelConfig) -> Cond:
     return cond
 
 
+def check_condition_shapes(cond: Cond, cfg: ModelConfig, video_shape: tuple[int, ...]) -> None:
+    """Raises ValueError naming the cond key whose shape does not fit videos ``z: video_shape = [B, T, H, W, C]``.
+
+    ``label: [B]``; ``text_tokens: [B, L]``; ``text_embeddings: [B, L, text_embed_dim]`` with ``text_mask: [B, L]``;
+    ``known_frames`` shaped like ``z``; ``known_mask: [B, T]``. Caption length L is free.
+    """
+    b, t = video_shape[:2]
+    shapes = {key: tuple(value.shape) for key, value in cond.items()}
+
+    def fail(key: str, expected: str) -> None:
+        raise ValueError(f"UNet3D: cond['{key}'] must be {expected}, got shape {shapes[key]}")
+
+    if "label" in shapes and shapes["label"] != (b,):
+        fail("label", f"[B]=({b},) (one class id per video)")
+    if "text_tokens" in shapes and (len(shapes["text_tokens"]) != 2 or shapes["text_tokens"][0] != b):
+        fail("text_tokens", f"[B, L]=({b}, L) (byte ids from vdm_jax.models.tokenize)")
+    if "text_embeddings" in shapes:
+        emb = shapes["text_embeddings"]
+        if len(emb) != 3 or emb[0] != b or emb[2] != cfg.text_embed_dim:
+            fail(
+                "text_embeddings",
+                f"[B, L, text_embed_dim]=({b}, L, {cfg.text_embed_dim}) (config.model.text_embed_dim)",
+            )
+        if "text_mask" in shapes and shapes["text_mask"] != emb[:2]:
+            fail("text_mask", f"[B, L]={emb[:2]}, the first two dimensions of cond['text_embeddings']")
+    if "known_frames" in shapes and shapes["known_frames"] != tuple(video_shape):
+        fail("known_frames", f"[B, T, H, W, C]={tuple(video_shape)}, the shape of z")
+    if "known_mask" in shapes and shapes["known_mask"] != (b, t):
+        fail("known_mask", f"[B, T]=({b}, {t}) (1 where the frame is given)")
+
+
 def _keep(cond: Cond, keep: jax.Array, cfg: ModelConfig) -> Cond:
     """Label and text where ``keep: bool [B]``, null elsewhere; other entries unchanged."""
     out = dict(cond)

@@ -174,6 +174,13 @@ class ModelConfig:
             fail("spatial_attention", self.spatial_attention, f"must be one of {SPATIAL_ATTENTION}")
         if self.attention_impl == "cudnn" and self.dtype != "bfloat16":
             fail("attention_impl", "cudnn", "cuDNN fused attention needs --config.model.dtype=bfloat16")
+        if self.attention_impl == "cudnn" and (self.head_dim % 8 or self.head_dim > 256):
+            fail(
+                "head_dim",
+                self.head_dim,
+                "attention_impl='cudnn' needs a multiple of 8 no larger than 256 (128 on GPUs before Hopper); "
+                "change --config.model.head_dim or use --config.model.attention_impl=xla",
+            )
 
     def validate_input(self, num_frames: int, resolution: int, width: int | None = None) -> None:
         """Raises ValueError if videos of ``num_frames`` x ``resolution`` x ``width`` cannot run through this U-Net.

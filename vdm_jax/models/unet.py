@@ -2,8 +2,10 @@
 
 Layout (following the 2-D U-Net of Ho et al. 2020 with the VDM changes):
 ``conv_in -> [ResBlock (+ attention)] x num_res_blocks per level, Downsample between levels -> middle
-(ResBlock, attention, ResBlock) -> mirrored up path with num_res_blocks + 1 blocks per level fed by skip connections,
-Upsample between levels -> GroupNorm, SiLU, conv_out``. Convolutions are 1x3x3 (space only); each attention block is
+(ResBlock (+ attention), ResBlock) -> mirrored up path with num_res_blocks + 1 blocks per level fed by skip
+connections, Upsample between levels -> GroupNorm, SiLU, conv_out``. The middle's attention is that of the lowest
+level: full attention if its size is in ``attn_resolutions``, temporal alone if it is only in
+``temporal_attn_resolutions``, none otherwise. Convolutions are 1x3x3 (space only); each attention block is
 spatial self-attention, optional text cross-attention, then temporal self-attention across frames (absent with
 ``temporal_attention=False``; at T = 1 a frame attends only to itself, as an image frame appended to a video does in
 joint training, so no attention is computed). Levels in ``temporal_attn_resolutions`` but not in ``attn_resolutions``
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vdm_jax.models.attention import CrossAttention, SpatialAttention, TemporalAttention
-from vdm_jax.models.conditioning import Cond, ConditionEmbedding, check_conditioning
+from vdm_jax.models.conditioning import Cond, ConditionEmbedding, check_condition_shapes, check_conditioning
 from vdm_jax.models.config import ModelConfig
 from vdm_jax.models.layers import VIDEO_AXES, Downsample, ResBlock, Upsample, conv, frames, group_norm, videos
 from vdm_jax.models.rng import make_rngs
@@ -190,6 +192,7 @@ class UNet3D(nnx.Module):
         cfg = self.cfg
         self._check_inputs(z, logsnr, segment_ids, frame_times)
         cond = check_conditioning(cond, cfg)
+        check_condition_shapes(cond, cfg, z.shape)
         b = z.shape[0]
         if not train:
             rngs = None

@@ -98,7 +98,8 @@ def _load_init_from(state: TrainState, path: str, *, temporal_identity_init: boo
     frame-conditioned model started from an unconditional one gets its input kernel with the new (known-frame and
     mask) input channels at zero, so it starts as the unconditional model. With `temporal_identity_init`, temporal
     layers the source has too replace the identity initialisation: a warning says so (the video model then does not
-    start as the image model frame by frame; train the image model with temporal_attention=False)."""
+    start as the image model frame by frame; train the image model with temporal_attention=False). Without it, a
+    source lacking every temporal layer (an image model) gets a warning that they start random, not as the identity."""
     ckpt = Checkpointer(path, read_only=True)
     step = ckpt.latest_step()
     if step is None:
@@ -118,6 +119,17 @@ def _load_init_from(state: TrainState, path: str, *, temporal_identity_init: boo
             len(temporal),
             path,
             temporal[0],
+        )
+    missing_temporal = [p for p in report.missing if "/temporal/" in f"/{p}/"]
+    if not temporal_identity_init and missing_temporal and len(missing_temporal) == len(report.missing):
+        logging.warning(
+            "init_from %s: the source lacks every temporal layer (%d arrays, e.g. %s), as an image model does, and "
+            "config.model.temporal_identity_init is False, so the temporal layers start random, not as the "
+            "identity: the video model does not start as the image model frame by frame. Pass "
+            "--config.model.temporal_identity_init=True for that",
+            path,
+            len(missing_temporal),
+            missing_temporal[0],
         )
     return state.replace(params=params, ema_params=ema)
 
