@@ -9,7 +9,7 @@ from configs import default
 
 def get_config():
     config = default.get_config()
-    config.data.text_max_length = 144  # Bytes: the longest caption (three objects) is 138.
+    config.data.text_max_length = 144  # Bytes: the longest caption of the default splits, any frame, is 143.
     config.model.text_conditioning = "builtin"
     config.model.text_embed_dim = 64
     config.model.text_encoder_layers = 2

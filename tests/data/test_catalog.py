@@ -151,6 +151,38 @@ def test_bair_and_moving_mnist(catalog_dir):
     assert np.asarray(next(it)["video"]).shape == (6, 10, 64, 64, 1)
 
 
+def test_clip_indices_of_a_short_video_repeat_its_last_frame_on_the_stride_grid():
+    """A video too short for a strided clip repeats the last frame the clip's grid reaches: every step is the
+    stride or 0. Before, the clip ended on the video's very last frame, one step shorter than the stride
+    ([..., 26, 28, 29] for 30 frames at stride 2), an off-grid frame."""
+    import tensorflow as tf
+
+    from vdm_jax.data.pipeline import clip_indices
+
+    def indices(length, num_frames, stride, start):
+        return clip_indices(tf.constant(length), num_frames, stride, tf.constant(start)).numpy().tolist()
+
+    assert indices(30, 16, 2, 0) == list(range(0, 30, 2)) + [28]
+    assert indices(29, 16, 2, 0) == list(range(0, 29, 2)) + [28]
+    assert indices(20, 8, 3, 0) == [0, 3, 6, 9, 12, 15, 18, 18]
+    assert indices(16, 8, 3, 1) == [1, 4, 7, 10, 13, 13, 13, 13]
+    assert indices(31, 16, 2, 0) == list(range(0, 31, 2))  # long enough: untouched
+    assert indices(40, 8, 3, 5) == list(range(5, 27, 3))
+
+
+def test_short_moving_mnist_clips_at_stride_3_step_by_3_then_repeat(catalog_dir):
+    """moving_mnist's 20 frames hold 7 of an 8-frame clip at stride 3: the training clips and the evaluation
+    reference (load_examples, FVD's real clips) are frames 0, 3, ..., 18 and then frame 18 again (steps
+    [3] * 6 + [0]); before, they ended on frame 19 (steps [3] * 6 + [1])."""
+    cfg = DataConfig(name="moving_mnist", data_dir=catalog_dir, num_frames=8, frame_stride=3, resolution=64)
+    expected = [3] * 6 + [0]
+    for video in load_examples(cfg, "test")["video"]:
+        assert np.diff(frame_levels(video) // 4).tolist() == expected
+    it = make_iterator(cfg, split="train", global_batch_size=6, mesh=make_mesh((1, 1, 1)), seed=0)
+    for video in np.round((np.asarray(next(it)["video"]) + 1) * 127.5):
+        assert np.diff(frame_levels(video) // 4).tolist() == expected
+
+
 def test_missing_catalog_dataset_says_how_to_prepare_it(tmp_path):
     with pytest.raises(DatasetNotPreparedError) as e:
         prepare(DataConfig(name="ucf101", data_dir=str(tmp_path)))

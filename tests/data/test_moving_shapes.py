@@ -28,6 +28,11 @@ def test_trajectories_match_the_closed_form_of_elastic_bounces(resolution):
         t = np.arange(24)[:, None, None]
         expected = reflect(p0 + v * t, r, resolution - r)
         np.testing.assert_allclose(ex["position"][:, :n], expected, atol=1e-3)
+        # The velocity at frame t is v on the rising half of the triangle wave, -v on the falling half.
+        m = np.mod(p0 + v * t - r, 2 * (resolution - 2 * r))
+        expected_v = np.where(m < resolution - 2 * r, v, -v)
+        np.testing.assert_allclose(ex["frame_velocity"][:, :n], expected_v, rtol=1e-6)
+        assert np.all(ex["frame_velocity"][:, n:] == 0)
         assert np.all(ex["position"][:, :n] >= r - 1e-4) and np.all(ex["position"][:, :n] <= resolution - r + 1e-4)
         steps = np.diff(ex["position"][:, :n], axis=0)
         bounced += int(np.sum(np.sign(steps[1:]) != np.sign(steps[:-1])))
@@ -84,6 +89,13 @@ def test_captions_name_colours_shapes_and_directions():
         "velocity": np.array([[-1.0, -1.0], [1.0, 0.0], [0.0, 0.0]]),
     }
     assert caption(gt) == "a red circle moving up and to the left and a blue square moving down"
+    bounced = {**gt, "frame_velocity": np.stack([gt["velocity"], -gt["velocity"]])}  # all reversed at frame 1
+    assert caption(bounced, frame=0) == caption(gt)
+    assert caption(bounced, frame=1) == "a red circle moving down and to the right and a blue square moving up"
+    for i in range(20):  # each stored frame caption is the motion at that frame; frame 0's is the caption
+        ex = generate_example("train", i, 16, 32)
+        assert ex["frame_captions"] == [caption(ex, frame=t) for t in range(16)]
+        assert ex["frame_captions"][0] == ex["caption"]
 
 
 def test_stored_dataset_shapes_and_rerendering(tiny_shapes):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 import jax
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from tests.data.conftest import find_clip, to_uint8
 from vdm_jax.data import DataConfig, check_channels, load_examples, make_iterator, num_channels
+from vdm_jax.data.moving_shapes import generate_example
 from vdm_jax.models.text import tokenize
 from vdm_jax.parallel import make_mesh
 
@@ -19,6 +21,13 @@ def batches(it, n):
 
 def iterator(cfg, seed=0, batch=16, **kw):
     return make_iterator(cfg, split="train", global_batch_size=batch, mesh=make_mesh((1, 1, 1)), seed=seed, **kw)
+
+
+def clip_caption(videos: dict, n: int, start: int, flipped: bool) -> str:
+    """The stored caption of video n's frame `start` (left and right swapped if the clip is mirrored)."""
+    text = generate_example("train", int(videos["index"][n]), 16, 32)["frame_captions"][start]
+    swap = {"left": "right", "right": "left"}
+    return re.sub(r"\b(left|right)\b", lambda m: swap[m.group(0)], text) if flipped else text
 
 
 def test_config_from_default_config_and_bad_values():
@@ -54,7 +63,8 @@ def test_batch_contents_and_one_epoch_is_a_permutation(tiny_shapes, tiny_shapes_
             n, start, flipped = find_clip(to_uint8(b["video"][i]), tiny_shapes_videos["video"])
             assert not flipped and 0 <= start <= 8
             assert b["label"][i] == tiny_shapes_videos["label"][n]
-            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([tiny_shapes_videos["caption"][n]], 64)[0])
+            text = clip_caption(tiny_shapes_videos, n, start, flipped)  # test_clip_captions checks it is true
+            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([text], 64)[0])
             seen.append(n)
     assert sorted(seen) == list(range(64))
     assert it.get_state()["epoch"] == 0 and it.get_state()["batch"] == 4
@@ -303,7 +313,8 @@ def test_conditioned_models_get_image_frames_of_the_rows_own_video(tiny_shapes, 
         for i in range(16):
             n, start, flipped = find_clip(to_uint8(b["video"][i, :8]), stored)
             assert b["label"][i] == labels[n]
-            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([tiny_shapes_videos["caption"][n]], 64)[0])
+            text = clip_caption(tiny_shapes_videos, n, start, flipped)
+            np.testing.assert_array_equal(b["text_tokens"][i], tokenize([text], 64)[0])
             for image in to_uint8(b["video"][i, 8:]):
                 sources = _source_frames(image, stored)
                 assert n in sources, f"row {i} (video {n}, label {labels[n]}): image from videos {sources}"

@@ -1,8 +1,9 @@
 """Which TFDS builder serves a `DataConfig`, how its features map onto videos, and `prepare`.
 
 Every dataset reduces to the same description (`DatasetSpec`): a TFDS builder, the feature holding the encoded frames
-(a `Video` or a `Sequence` of `Image`s: one encoded PNG/JPEG per frame), optional label and caption features, and the
-TFDS split that serves our `train` / `test`. The input pipeline (`vdm_jax.data.pipeline`) needs nothing else.
+(a `Video` or a `Sequence` of `Image`s: one encoded PNG/JPEG per frame), optional label and caption features (a
+caption per video and, where the dataset has them, one per frame: `frame_captions`, the motion at that frame), and
+the TFDS split that serves our `train` / `test`. The input pipeline (`vdm_jax.data.pipeline`) needs nothing else.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ MOVING_SHAPES_MIN_FRAMES = 16
 class DatasetSpec:
     """Everything the pipeline needs to read one dataset. `splits` maps 'train'/'test' to TFDS split strings;
     `frame_stride` is the step between the stored frames a clip takes: data.frame_stride, or 1 where the builder
-    stored every frame_stride-th source frame already (video_folder)."""
+    stored every frame_stride-th source frame already (video_folder). `frame_captions_key`, where set, names a
+    `Sequence(Text)` feature with one caption per stored frame; a clip then takes the caption of its first frame
+    instead of `caption_key`'s (which describes frame 0)."""
 
     builder: tfds.core.DatasetBuilder
     frames_key: str
@@ -41,6 +44,7 @@ class DatasetSpec:
     num_classes: int
     splits: dict[str, str]
     frame_stride: int
+    frame_captions_key: str | None = None
 
     def tfds_split(self, split: str) -> str:
         if split not in self.splits:
@@ -152,6 +156,9 @@ def dataset_spec(cfg: DataConfig, *, require_prepared: bool = True) -> DatasetSp
         label_key = "label" if "label" in features else None
         splits = {"train": "train", "test": "test" if cfg.name == "moving_shapes" else "train"}
     caption_key = "caption" if "caption" in features else None
+    frame_captions_key = "frame_captions" if caption_key and "frame_captions" in features else None
     num_classes = features[label_key].num_classes if label_key else 0
     stride = 1 if cfg.name == "video_folder" else cfg.frame_stride
-    return DatasetSpec(builder, frames_key, label_key, caption_key, channels, num_classes, splits, stride)
+    return DatasetSpec(
+        builder, frames_key, label_key, caption_key, channels, num_classes, splits, stride, frame_captions_key
+    )

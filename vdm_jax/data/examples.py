@@ -16,10 +16,11 @@ GROUND_TRUTH_KEYS = ("num_objects", "shape", "color", "size", "position", "veloc
 def load_examples(cfg: DataConfig, split: str = "test", num: int | None = None) -> dict[str, np.ndarray]:
     """The first `num` examples of `split` (all if None), clipped as the model sees them, as numpy arrays.
 
-    Each video is cut from frame 0: frames j * frame_stride for j < num_frames, resized to `resolution`.
+    Each video is cut from frame 0: frames j * frame_stride for j < num_frames (a video too short repeats its last
+    frame on that grid), resized to `resolution`.
       video:   uint8 [N, T, R, R, C]
       label:   int32 [N]            datasets with labels
-      caption: str   [N] (object)   datasets with captions
+      caption: str   [N] (object)   datasets with captions (moving_shapes: the motion at frame 0, the clips' start)
     moving_shapes adds its ground truth (schema in `vdm_jax.data.palette`) for the same frames:
       num_objects int32 [N]; shape, color int32 [N, K]; size float32 [N, K]; position float32 [N, T, K, 2];
       velocity float32 [N, K, 2] (pixels per frame at frame 0); index int32 [N] (the generator's example number)

@@ -1,8 +1,10 @@
 """`moving_shapes`: the package's own TFDS dataset, generated locally and deterministically (no network).
 
 Each example is a video of 1-3 coloured shapes bouncing around a plain background (see `shapes_render` for the exact
-geometry) with its class label (the shape of object 0), a caption, and the per-frame ground truth that the
-temporal-consistency metrics compare against (schema in `vdm_jax.data.palette`).
+geometry) with its class label (the shape of object 0), captions, and the per-frame ground truth that the
+temporal-consistency metrics compare against (schema in `vdm_jax.data.palette`). Objects bounce off the walls, so one
+caption does not hold for the whole video: `frame_captions[t]` describes the motion at frame t (the input
+pipeline gives a clip the caption of its first frame), and `caption` is `frame_captions[0]`.
 
 `index` is the example's position in the generator (TFDS stores examples in a hashed order);
 `generate_example(split, index, ...)` recreates it. Frames are stored as lossless PNG (`tfds.features.Video`), so
@@ -63,8 +65,11 @@ def make_config(
 class MovingShapes(tfds.core.GeneratorBasedBuilder):
     """Coloured circles, squares and triangles moving at constant velocity and bouncing off the walls."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "First release.",
+        "1.1.0": "frame_captions (the motion at each frame) and frame_velocity; the same videos and captions.",
+    }
     BUILDER_CONFIGS = [make_config(16, 32), make_config(16, 64)]
     # TFDS derives this from the package's resources through `importlib_resources`, which is not installed here.
     code_path = epath.Path(__file__)
@@ -77,6 +82,7 @@ class MovingShapes(tfds.core.GeneratorBasedBuilder):
                 "video": tfds.features.Video((t, r, r, 3), encoding_format="png"),
                 "label": tfds.features.ClassLabel(names=SHAPES),
                 "caption": tfds.features.Text(),
+                "frame_captions": tfds.features.Sequence(tfds.features.Text(), length=t),
                 "index": tfds.features.Scalar(np.int32),
                 "num_objects": tfds.features.Scalar(np.int32),
                 "shape": tfds.features.Tensor(shape=(k,), dtype=np.int32),
@@ -84,6 +90,7 @@ class MovingShapes(tfds.core.GeneratorBasedBuilder):
                 "size": tfds.features.Tensor(shape=(k,), dtype=np.float32),
                 "position": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
                 "velocity": tfds.features.Tensor(shape=(k, 2), dtype=np.float32),
+                "frame_velocity": tfds.features.Tensor(shape=(t, k, 2), dtype=np.float32),
             }
         )
         return tfds.core.DatasetInfo(
@@ -116,6 +123,7 @@ def generate_example(split: str, index: int, num_frames: int, resolution: int) -
         "video": render(gt, resolution),
         "label": int(gt["shape"][0]),
         "caption": caption(gt),
+        "frame_captions": [caption(gt, frame=t) for t in range(num_frames)],
         "index": index,
         **gt,
     }

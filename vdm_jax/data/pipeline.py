@@ -1,10 +1,10 @@
 """The input pipeline: TFDS records -> tf.data (one pipeline per JAX process) -> global `jax.Array` batches.
 
 Per process p of P: read a disjoint 1/P of the split (`tfds.even_splits`, equal sizes), shuffle the files and a buffer
-of examples, then for each example pick a clip (random start, frame stride), decode only its frames, resize, flip,
-normalise to [-1, 1] and append independent image frames (joint video-image training, VDM §3.1, Ho et al. 2022);
-batch, prefetch, and assemble the global batch with `jax.make_array_from_process_local_data`, sharded over the mesh
-axes ("data", "fsdp").
+of examples, then for each example pick a clip (random start, frame stride), decode only its frames, resize, flip (a
+mirrored clip's caption swaps left and right), normalise to [-1, 1] and append independent image frames (joint
+video-image training, VDM §3.1, Ho et al. 2022); batch, prefetch, and assemble the global batch with
+`jax.make_array_from_process_local_data`, sharded over the mesh axes ("data", "fsdp").
 
 Determinism and resumption. Epoch e of process p is a pure function of (seed, e, p): its file order, its shuffle
 buffer and every per-example random draw (stateless ops keyed by the example's position in the epoch) derive from
@@ -115,8 +115,23 @@ def resize_frames(frames: tf.Tensor, resolution: int) -> tf.Tensor:
 
 
 def clip_indices(length: tf.Tensor, num_frames: int, stride: int, start: tf.Tensor) -> tf.Tensor:
-    """Frame indices start + j * stride, j < num_frames; a video too short repeats its last frame."""
-    return tf.minimum(start + tf.range(num_frames) * stride, length - 1)
+    """Frame indices start + j * stride, j < num_frames: int32 [num_frames].
+
+    A video too short for the clip repeats the last frame on that grid (start + k * stride <= length - 1), so every
+    step is `stride` or 0, never a shorter step to the video's very last frame.
+    """
+    last = start + (tf.maximum(length - 1 - start, 0) // stride) * stride
+    return tf.minimum(start + tf.range(num_frames) * stride, last)
+
+
+def swap_left_right(text: tf.Tensor) -> tf.Tensor:
+    """The caption of a mirrored clip: the whole words left/right (and Left/Right) swapped. tf.string, any shape."""
+    for left, right in (("left", "right"), ("Left", "Right")):
+        placeholder = "\x1e" + left + "\x1e"  # a control character no caption holds: the swap needs a third name
+        text = tf.strings.regex_replace(text, rf"\b{left}\b", placeholder)
+        text = tf.strings.regex_replace(text, rf"\b{right}\b", left)
+        text = tf.strings.regex_replace(text, placeholder, right)
+    return text
 
 
 class DataIterator:
@@ -196,21 +211,23 @@ class DataIterator:
         self._tf_iterator = None
 
     # ------------------------------------------------------------------ tf.data
-    def _records(self, epoch: int, stream: int) -> tf.data.Dataset:
-        """The process's records for one epoch, frames still encoded, in this (epoch, stream)'s shuffled order."""
+    def _records(self, epoch: int, stream: int, shuffle: bool) -> tf.data.Dataset:
+        """The process's records for one epoch, frames still encoded, in this (epoch, stream)'s shuffled order
+        (shuffle=False: the stored order)."""
         seed = _stream_seed(self.seed, epoch, self.process_index, stream)
         options = tf.data.Options()
         options.deterministic = True
         read_config = tfds.ReadConfig(shuffle_seed=seed, options=options, add_tfds_id=False)
-        keys = [k for k in (self.spec.frames_key, self.spec.label_key, self.spec.caption_key) if k]
+        spec = self.spec
+        keys = [k for k in (spec.frames_key, spec.label_key, spec.caption_key, spec.frame_captions_key) if k]
         ds = self.spec.builder.as_dataset(
             split=self.process_split,
-            shuffle_files=self.training,
+            shuffle_files=shuffle,
             read_config=read_config,
             decoders={self.spec.frames_key: tfds.decode.SkipDecoding()},
         )
         ds = ds.map(lambda ex: {k: ex[k] for k in keys})
-        if self.training:
+        if shuffle:
             ds = ds.shuffle(self.cfg.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
         return ds
 
@@ -218,13 +235,14 @@ class DataIterator:
         cfg = self.cfg
         frame_seed = _stream_seed(self.seed, epoch, self.process_index, 2)
         image_seed = _stream_seed(self.seed, epoch, self.process_index, 3)
-        ds = self._records(epoch, stream=0).enumerate()
+        ds = self._records(epoch, stream=0, shuffle=self.training).enumerate()
         if cfg.num_image_frames and self.conditioned:
             # Independent images from the clip's own video, so that its label and caption are true of them too.
             ds = ds.map(lambda i, ex: ((i, ex), self._pick_own_images(i, ex, image_seed)))
         elif cfg.num_image_frames:
-            # Independent images: frames of other videos, from a second, differently shuffled pass over the data.
-            images = self._records(epoch, stream=1).repeat().enumerate()
+            # Independent images: frames of other videos, from a second, differently shuffled pass over the data
+            # (shuffled for evaluation too: in the stored order, row n's image would be a frame of its own video n).
+            images = self._records(epoch, stream=1, shuffle=True).repeat().enumerate()
             images = images.map(lambda i, ex: self._pick_image(i, ex, image_seed))
             ds = tf.data.Dataset.zip(ds, images.batch(cfg.num_image_frames))
         else:
@@ -290,7 +308,8 @@ class DataIterator:
                 window = plain
             idx = tf.gather(idx, window["times"])
         video = resize_frames(decode_frames(tf.gather(encoded, idx), spec.channels), cfg.resolution)
-        video = self._maybe_flip(video, _op_seed(seed, index, 1))
+        flip_video = self._flip_coin(_op_seed(seed, index, 1))
+        video = tf.cond(flip_video, lambda: tf.reverse(video, axis=[2]), lambda: video)
         parts = [video]
         if cfg.num_image_frames:
             images = resize_frames(decode_frames(image_strings, spec.channels), cfg.resolution)
@@ -315,14 +334,20 @@ class DataIterator:
         if spec.label_key:
             out["label"] = tf.cast(example[spec.label_key], tf.int32)
         if spec.caption_key:
-            out["caption"] = example[spec.caption_key]
+            # The caption of the clip's first frame (the motion there), where the dataset has one per frame.
+            text = example[spec.frame_captions_key][idx[0]] if spec.frame_captions_key else example[spec.caption_key]
+            out["caption"] = tf.cond(flip_video, lambda: swap_left_right(text), lambda: text)  # a mirrored clip
         return out
+
+    def _flip_coin(self, op_seed: tf.Tensor) -> tf.Tensor:
+        """bool []: True with probability 1/2 when training with random_flip, else False."""
+        if not (self.training and self.cfg.random_flip):
+            return tf.constant(False)
+        return tf.random.stateless_uniform([], op_seed) < 0.5
 
     def _maybe_flip(self, frames: tf.Tensor, op_seed: tf.Tensor) -> tf.Tensor:
         """Flips all frames of [N, H, W, C] left-right with probability 1/2 (training with random_flip only)."""
-        if not (self.training and self.cfg.random_flip):
-            return frames
-        coin = tf.random.stateless_uniform([], op_seed) < 0.5
+        coin = self._flip_coin(op_seed)
         return tf.cond(coin, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
 
     # ------------------------------------------------------------------ iteration
@@ -390,13 +415,15 @@ def make_iterator(
       video:       float32 [B, T + num_image_frames, H, W, C] in [-1, 1]
       segment_ids: int32 [B, T + num_image_frames]   0 for the clip's frames, 1..K for the appended images
       label:       int32 [B]                          datasets with labels only
-      text_tokens: int32 [B, text_max_length]         datasets with captions, unless text_max_length=0
+      text_tokens: int32 [B, text_max_length]         datasets with captions, unless text_max_length=0: the caption
+                   of the clip's first frame where the dataset has one per frame (moving_shapes), else the video's
       frame_times, known_mask [B, T + num_image_frames], use_known_mask [B]   with data.long_range_prob > 0 only:
                    each frame's time in its clip, and the known frames of long-range windows (`long_range_window`)
     Each process reads global_batch_size / process_count examples per batch. training (default: split == 'train')
-    shuffles, picks random clip starts, flips (random_flip) and repeats forever; otherwise one ordered pass, clips from
-    frame 0. `tokenizer(texts, max_length) -> int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`.
-    The appended images are frames of other videos, unless `conditioned` (a model that reads the label or caption:
+    shuffles, picks random clip starts, flips (random_flip: a mirrored clip's caption has its words left and right
+    swapped) and repeats forever; otherwise one ordered pass, clips from frame 0. `tokenizer(texts, max_length) ->
+    int32 [N, L]` defaults to `vdm_jax.models.text.tokenize`. The appended images are frames of other videos (from a
+    shuffled pass, in evaluation too), unless `conditioned` (a model that reads the label or caption:
     model.label_or_text): then frames of the row's own stored video (video_folder: its stored clip), at random times,
     so that the row's label and caption hold for them too.
     """

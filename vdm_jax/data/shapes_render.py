@@ -31,7 +31,8 @@ def sample_scene(rng: np.random.Generator, num_frames: int, resolution: int) -> 
     """Draws one scene and simulates it for `num_frames` frames.
 
     Returns the ground truth of `vdm_jax.data.palette` (K = MAX_OBJECTS, padded with -1) plus
-    `velocity: float32 [K, 2]`, the initial velocity in pixels per frame (row, col).
+    `velocity: float32 [K, 2]`, the initial velocity in pixels per frame (row, col), and
+    `frame_velocity: float32 [T, K, 2]`, the velocity at each frame (the one that carries frame t to t + 1; padding: 0).
     """
     n = int(rng.integers(1, MAX_OBJECTS + 1))
     shape = rng.integers(0, len(SHAPES), size=n)
@@ -42,7 +43,9 @@ def sample_scene(rng: np.random.Generator, num_frames: int, resolution: int) -> 
     speed = rng.uniform(*SPEED_RANGE, size=n)
     # Heading 0 points right; rows grow downwards, so "up" is a negative row velocity.
     velocity = np.stack([-np.sin(heading), np.cos(heading)], axis=-1) * speed[:, None]
-    position = simulate_bounces(start * resolution, velocity * resolution, size * resolution, resolution, num_frames)
+    position, frame_velocity = simulate_bounces(
+        start * resolution, velocity * resolution, size * resolution, resolution, num_frames
+    )
 
     k = MAX_OBJECTS
     gt = {
@@ -52,34 +55,38 @@ def sample_scene(rng: np.random.Generator, num_frames: int, resolution: int) -> 
         "size": np.full([k], -1, np.float32),
         "position": np.full([num_frames, k, 2], -1, np.float32),
         "velocity": np.zeros([k, 2], np.float32),
+        "frame_velocity": np.zeros([num_frames, k, 2], np.float32),
     }
     gt["shape"][:n] = shape
     gt["color"][:n] = color
     gt["size"][:n] = size * resolution
     gt["position"][:, :n] = position
-    gt["velocity"][:n] = velocity * resolution
+    gt["velocity"][:n] = frame_velocity[0]
+    gt["frame_velocity"][:, :n] = frame_velocity
     return gt
 
 
 def simulate_bounces(
     start: np.ndarray, velocity: np.ndarray, size: np.ndarray, resolution: int, num_frames: int
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Steps centres forward one frame at a time, reflecting off the walls [r, R - r].
 
-    start, velocity: [N, 2] (row, col), pixels and pixels per frame; size: [N]. Returns positions [num_frames, N, 2].
+    start, velocity: [N, 2] (row, col), pixels and pixels per frame; size: [N]. Returns positions and velocities
+    [num_frames, N, 2]: velocities[t] carries frame t to t + 1 (a bounce negates the component it reflects).
     Requires |velocity| < R - 2r per axis (at most one reflection per step), which the scene ranges guarantee.
     """
     lo = size[:, None] * np.ones([1, 2])
     hi = resolution - lo
     p, v = start.astype(np.float64).copy(), velocity.astype(np.float64).copy()
     out = np.empty([num_frames, *p.shape], np.float64)
+    out_v = np.empty_like(out)
     for t in range(num_frames):
-        out[t] = p
+        out[t], out_v[t] = p, v
         p = p + v
         over, under = p > hi, p < lo
         p = np.where(over, 2 * hi - p, np.where(under, 2 * lo - p, p))
         v = np.where(over | under, -v, v)
-    return out.astype(np.float32)
+    return out.astype(np.float32), out_v.astype(np.float32)
 
 
 def shape_mask(shape: int, centre: np.ndarray, size: float, resolution: int) -> np.ndarray:
@@ -128,13 +135,18 @@ def direction_words(velocity: np.ndarray) -> str:
     return vertical or horizontal
 
 
-def caption(gt: dict[str, np.ndarray]) -> str:
-    """'a red circle moving up and to the left and a blue square moving down': each object's initial motion."""
+def caption(gt: dict[str, np.ndarray], frame: int | None = None) -> str:
+    """'a red circle moving up and to the left and a blue square moving down': each object's motion.
+
+    frame=None: the initial motion (`gt["velocity"]`); frame=t: the motion at frame t (`gt["frame_velocity"][t]`),
+    which bounces before t may have reversed.
+    """
     n = int(gt["num_objects"])
+    velocity = gt["velocity"] if frame is None else gt["frame_velocity"][frame]
     parts = []
     for k in range(n):
         colour, shape = PALETTE_NAMES[int(gt["color"][k])], SHAPES[int(gt["shape"][k])]
-        parts.append(f"a {colour} {shape} moving {direction_words(gt['velocity'][k])}")
+        parts.append(f"a {colour} {shape} moving {direction_words(velocity[k])}")
     if len(parts) == 1:
         return parts[0]
     return ", ".join(parts[:-1]) + " and " + parts[-1]
