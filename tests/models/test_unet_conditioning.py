@@ -111,6 +111,7 @@ _EMB = jnp.ones((2, 5, 16))
     "overrides, cond, key",
     [
         (dict(num_classes=5), {"label": jnp.zeros((2, 1), jnp.int32)}, "label"),  # a trailing axis kept
+        (dict(num_classes=5), {"label": 3}, "label"),  # a Python int: one class for all would need [B]
         (dict(text_conditioning="builtin"), {"text_tokens": jnp.zeros((2,), jnp.int32)}, "text_tokens"),
         (dict(text_conditioning="builtin"), {"text_tokens": jnp.zeros((1, 7), jnp.int32)}, "text_tokens"),
         (dict(text_conditioning="precomputed"), {"text_embeddings": jnp.ones((2, 5, 8))}, "text_embeddings"),

@@ -127,10 +127,10 @@ def clip_indices(length: tf.Tensor, num_frames: int, stride: int, start: tf.Tens
 def swap_left_right(text: tf.Tensor) -> tf.Tensor:
     """The caption of a mirrored clip: the whole words left/right (and Left/Right) swapped. tf.string, any shape."""
     for left, right in (("left", "right"), ("Left", "Right")):
-        placeholder = "\x1e" + left + "\x1e"  # a control character no caption holds: the swap needs a third name
-        text = tf.strings.regex_replace(text, rf"\b{left}\b", placeholder)
+        marker = "\x1e" + left + "\x1e"  # a control character no caption holds: the swap needs a third name
+        text = tf.strings.regex_replace(text, rf"\b{left}\b", marker)
         text = tf.strings.regex_replace(text, rf"\b{right}\b", left)
-        text = tf.strings.regex_replace(text, placeholder, right)
+        text = tf.strings.regex_replace(text, marker, right)
     return text
 
 

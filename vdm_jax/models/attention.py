@@ -78,7 +78,7 @@ def cudnn_can_run(q, k, *, bias=None, mask=None) -> bool:
     - the bias's last two dimensions to be exactly ``[Lq, Lk]``: a mask broadcast over queries, such as the
       ``[B, 1, 1, S]`` key-padding mask of cross-attention, is refused ("Bias must have same seq length as QKV");
     - in training, ``Lq`` and ``Lk`` even ("Unsupported sequence length"). jax means this for biased attention only,
-      but its training check sees a placeholder bias on every call, so it refuses odd lengths without a bias too.
+      but its training check sees a stand-in bias on every call, so it refuses odd lengths without a bias too.
       Whether a call is differentiated is not known here, so odd lengths are refused in the forward pass as well.
 
     Head dimension and dtype are checked once by ``ModelConfig`` (``head_dim``, ``dtype``), not here.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vdm_jax.models.config import ModelConfig
@@ -74,7 +75,7 @@ def check_condition_shapes(cond: Cond, cfg: ModelConfig, video_shape: tuple[int,
     ``known_frames`` shaped like ``z``; ``known_mask: [B, T]``. Caption length L is free.
     """
     b, t = video_shape[:2]
-    shapes = {key: tuple(value.shape) for key, value in cond.items()}
+    shapes = {key: tuple(np.shape(value)) for key, value in cond.items()}  # a Python scalar: ()
 
     def fail(key: str, expected: str) -> None:
         raise ValueError(f"UNet3D: cond['{key}'] must be {expected}, got shape {shapes[key]}")
