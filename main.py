@@ -54,7 +54,7 @@ _CANDIDATES = flags.DEFINE_integer(
 _MEMORY = flags.DEFINE_integer(
     "memory",
     0,
-    "sample chunk by chunk: also give each chunk this many frames from far back (a model trained with "
+    "sample chunk by chunk: also give each chunk after the first this many frames from far back (a model trained with "
     "data.long_range_prob > 0); each chunk then adds model frames - memory - num_cond_frames new ones.",
 )
 _KEYFRAME_STRIDE = flags.DEFINE_integer(

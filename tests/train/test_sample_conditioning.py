@@ -139,3 +139,25 @@ def test_sample_files_are_written_by_process_0_and_a_replacement_is_announced(tm
     monkeypatch.setattr(jax, "process_index", lambda: 1)  # another host of a multi-host run: writes nothing
     sampling._write_samples(str(tmp_path / "other"), "x", videos)
     assert not (tmp_path / "other").exists()
+
+
+def test_marked_frames_get_a_white_border_and_only_they():
+    """video_grid: 3 black videos of 2 frames in a 2-column grid (pad 1); video i's frame i is marked (video 2's
+    frame 0 as well). Exactly the one-pixel ring around each marked tile is white; tiles and the rest stay black."""
+    from vdm_jax.train import media
+
+    videos = -np.ones((3, 2, 4, 5, 3), np.float32)
+    marked = np.array([[1, 0], [0, 1], [1, 0]], bool)
+    grid = media.video_grid(videos, columns=2, marked=marked)
+    assert grid.shape == (2, 2 * 5 + 1, 2 * 6 + 1, 3)
+    want = np.zeros(grid.shape[:3], bool)
+    for i in range(3):
+        r, c = divmod(i, 2)
+        y, x = 1 + r * 5, 1 + c * 6
+        ring = np.zeros(grid.shape[1:3], bool)
+        ring[y - 1 : y + 5, x - 1 : x + 6] = True
+        ring[y : y + 4, x : x + 5] = False
+        want[marked[i]] |= ring
+    np.testing.assert_array_equal(grid.min(axis=-1) == 255, want)
+    np.testing.assert_array_equal(grid.max(axis=-1) == 0, ~want)
+    np.testing.assert_array_equal(media.video_grid(videos, columns=2), 0)  # no marks: black

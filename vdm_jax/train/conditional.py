@@ -535,7 +535,8 @@ def keyframes_then_interpolate(
        is none and the keyframe model starts from nothing.
     1. Keyframes: the frames at positions 0, s, 2s, ... (s = stride), conditioned on the context frames that fall on
        keyframe positions, extended autoregressively with `keyframe_model` (ideally one trained at
-       data.frame_stride = s; default `model`) and `keyframe_overlap` (default: half its chunk).
+       data.frame_stride = s; default `model`) and `keyframe_overlap` (default: the known keyframes or half its
+       chunk, whichever is more).
     2. Interpolation: every other frame from `model`, in windows that hold the keyframes (and context frames) on
        both sides of their gaps, all windows in one batch.
     Context frames, lead-in frames and keyframes appear in the result exactly. `cond` (labels / captions, leading

@@ -236,6 +236,11 @@ def sample_conditional_from_checkpoint(
     overlap = num_cond_frames or cfg.data.num_frames // 2  # what each later chunk keeps of the last one
     if memory and keyframe_stride:
         raise ContextError("--memory is for extension chunk by chunk; drop it or --keyframe_stride")
+    if memory and total <= cfg.data.num_frames:
+        raise ContextError(
+            f"--memory={memory} applies to the chunks after the first, and --num_frames={total} is one chunk of the "
+            f"model's {cfg.data.num_frames} frames: give --num_frames > {cfg.data.num_frames}, or drop --memory"
+        )
     try:
         conditional.check_memory(cfg, memory, overlap, cfg.data.num_frames)
     except ValueError as e:
