@@ -76,7 +76,10 @@ _KEY_CONTEXT = flags.DEFINE_integer(
     "conditioning frames to that many; 0 without any: the keyframe model starts from nothing); 2 shows it the motion.",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize() (multi-host TPU pods / GPU clusters auto-detect the rest)."
+    "distributed",
+    False,
+    "Call jax.distributed.initialize(): Cloud TPU slices, SLURM and Open MPI are detected; elsewhere give "
+    "--coordinator_address, --num_processes and --process_id.",
 )
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "distributed: host:port of process 0 (if not auto).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "distributed: number of processes (if not auto).")

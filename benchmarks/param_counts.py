@@ -3,8 +3,8 @@
   python benchmarks/param_counts.py            # counts only (abstract init: no memory, a few seconds)
   python benchmarks/param_counts.py --flops    # plus forward GFLOPs per video (XLA cost analysis)
 
-UCF-101 paper size (Ho et al. 2022, App. A): base channels 256, multipliers (1, 2, 4, 8), 2 res blocks, attention at
-8/16/32 of 64x64 frames, head dim 64, conditioning embedding 1024, dropout 0.1 (unconditional).
+ucf101_paper: the model of configs/ucf101.py (Ho et al. 2022, App. A: base channels 256, multipliers (1, 2, 4, 8),
+attention at 8/16/32 of 64x64 frames, 16 frames), read from that file so that the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -21,28 +21,16 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from configs.default import get_config  # noqa: E402
+from configs import default, ucf101  # noqa: E402
 from vdm_jax.models import ModelConfig, UNet3D, make_rngs  # noqa: E402
-
-UCF101_PAPER = dict(
-    base_channels=256,
-    channel_mults=(1, 2, 4, 8),
-    num_res_blocks=2,
-    attn_resolutions=(8, 16, 32),
-    head_dim=64,
-    emb_dim=1024,
-    dropout=0.1,
-)
 
 
 def configs() -> dict[str, tuple[ModelConfig, int, int]]:
     """name -> (model config, resolution, num_frames)."""
-    config = get_config()
-    default = ModelConfig(**config.model)
-    paper = ModelConfig(**{**config.model.to_dict(), **UCF101_PAPER})
+    small, paper = default.get_config(), ucf101.get_config()
     return {
-        "default": (default, config.data.resolution, config.data.num_frames),
-        "ucf101_paper": (paper, 64, 16),
+        "default": (ModelConfig(**small.model), small.data.resolution, small.data.num_frames),
+        "ucf101_paper": (ModelConfig(**paper.model), paper.data.resolution, paper.data.num_frames),
     }
 
 

@@ -21,7 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     data.num_frames = 8  # Frames per training clip.
     data.frame_stride = 1  # Take every n-th frame of the source video.
     data.resolution = 16  # Frames are resized (antialiased) to resolution x resolution.
-    data.num_image_frames = 0  # Independent image frames appended to each video (joint training, VDM §3.1).
+    data.num_image_frames = 0  # Independent image frames appended to each video (joint training, VDM §3, §4.3.1).
     data.random_flip = False  # Random horizontal flips of whole clips.
     data.shuffle_buffer = 512  # tf.data shuffle buffer, in examples.
     data.video_dir = ""  # video_folder only: the directory of videos (optional class subfolders).
@@ -95,8 +95,8 @@ def get_config() -> ml_collections.ConfigDict:
     train.b1 = 0.9  # Adam beta1.
     train.b2 = 0.99  # Adam beta2 (VDM UCF-101: 0.99).
     train.weight_decay = 0.0  # AdamW decoupled weight decay.
-    train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off).
-    train.ema_decay = 0.995  # EMA of the parameters, used for sampling and evaluation.
+    train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off; VDM's appendix states none).
+    train.ema_decay = 0.995  # EMA for sampling and evaluation; decay min(this, (1 + step) / (10 + step)).
     train.grad_accum_steps = 1  # Micro-batches accumulated per optimizer step.
     train.log_every = 50  # Steps between metric writes (each checkpoint step is one too).
     train.checkpoint_every = 500  # Steps between (asynchronous) checkpoints.
@@ -111,7 +111,7 @@ def get_config() -> ml_collections.ConfigDict:
     # ---------------------------------------------------------------- eval (vdm_jax.evaluation.EvalConfig)
     config.eval = evaluation = ml_collections.ConfigDict()
     evaluation.metrics = ("temporal",)  # Any of: fvd (needs .[eval]), temporal (moving_shapes only), warp_error.
-    evaluation.num_samples = 16  # Sampled videos per evaluation (FVD protocol: 2048 for UCF-101, 100 x 256 for BAIR).
+    evaluation.num_samples = 16  # Sampled videos per evaluation (FVD: 2048 for UCF-101 as in TATS; BAIR: 100 x 256).
     evaluation.batch_size = 16  # Videos per sampling / feature batch.
     evaluation.cache_dir = ""  # Where real-data FVD statistics are cached ('' = <data_dir>/fvd_stats).
     evaluation.num_cond_frames = 0  # 0: unconditional samples; k: predict from each test clip's first k frames.

@@ -5,13 +5,18 @@ Kinetics-600 is not in the TFDS catalog: download the videos yourself and read t
   python main.py --config=configs/kinetics600.py --workdir=gs://BUCKET/vdm/k600 --distributed \
       --config.data.video_dir=/data/kinetics600/train --config.data.data_dir=gs://BUCKET/tensorflow_datasets
 
-Paper: FVD 16.2 (reconstruction guidance), on 128-256 TPU-v4 chips.
-Model: 256 channels, multipliers (1,2,4,8), 2 res blocks, v-prediction, lr 2e-4, batch 256, 220k steps, 8 independent
-image frames per 16-frame video; a 16-frame model conditioned at sampling time on 5 frames by reconstruction guidance
-w_r = 9 with 128 ancestral (gamma 0) + 128 Langevin steps. Evaluation: 50k predictions, each from the first 5 frames
-of a test clip. The video-folder builder has no test split of its own (its `test` is its `train`): evaluate with
-`--config.data.video_dir` pointing at the test videos (each folder is prepared as its own dataset). The paper draws a
-random 5-frame start in each test video; `load_examples` cuts clips from frame 0.
+Paper: FVD 16.2 (reconstruction guidance), on 256 TPU-v4 chips.
+Model: 256 channels, multipliers (1,2,4,8), 2 res blocks, attention at 32/16/8 with head dim 64, conditioning
+embedding 1024 (a 2-layer noise-level MLP), dropout 0.1, v-prediction; Adam b2 0.99, lr 2e-4, no weight decay, batch
+256, EMA 0.9999, 220k steps, 8 independent image frames per 16-frame video; a 16-frame model conditioned at sampling
+time on 5 frames by reconstruction guidance w_r = 9 with 128 ancestral (gamma 0) + 128 Langevin steps (here 127: no
+corrector after the last step). Evaluation: 50k predictions, each from the first 5 frames of a test clip. The
+video-folder builder has no test split of its own (its `test` is its `train`): evaluate with `--config.data.video_dir`
+pointing at the test videos (each folder is prepared as its own dataset). Where the paper takes 50k test videos
+without replacement and a random 16-frame window of each, the builder cuts every video into consecutive 16-frame clips
+and evaluation takes the first 50k clips in TFDS's stored order (shuffled by key at build time): windows start at
+multiples of 16 frames, and one video may give several clips. As in configs/ucf101.py, the warm-up, gradient clipping
+and the EMA's warm-up are ours.
 Our cost estimate (docs/baselines.md): 36.5 TFLOP per clip (16 + 8 image frames) per step, ~2.1e21 FLOP for 220k
 steps at batch 256: ~20 h on 256 TPU-v4 chips at 40% of peak; 23.0 GiB per device with one clip per device and
 8-way FSDP.

@@ -136,6 +136,16 @@ def test_default_config_loads_and_overrides_apply():
     assert cfg.train.batch_size == config.train.batch_size
 
 
+def test_string_keys_take_text_that_reads_as_a_number():
+    """`--config.data.video_dir=2024` names a folder in main.py; load_config_file must read it the same way."""
+    config = load_config_file(
+        str(ROOT / "configs/default.py"), ["data.video_dir=2024", "train.init_from=1e3", "model.dtype='bfloat16'"]
+    )
+    assert (config.data.video_dir, config.train.init_from, config.model.dtype) == ("2024", "1e3", "bfloat16")
+    with pytest.raises(configuration.ConfigError, match="expected a int"):
+        load_config_file(str(ROOT / "configs/default.py"), ["train.num_steps=abc"])
+
+
 def test_typed_boundary_names_the_bad_key():
     config = load_config_file(str(ROOT / "configs/default.py"), [])
     with config.unlocked():

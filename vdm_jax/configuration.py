@@ -242,6 +242,8 @@ def apply_overrides(
         except (ValueError, SyntaxError):
             value = text
         old = node[leaf]
+        if isinstance(old, str) and not isinstance(value, str):
+            value = text  # A string key takes the text as given (a folder named 2024), as main.py's flags do.
         if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(old, tuple) and isinstance(value, list):

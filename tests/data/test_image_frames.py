@@ -1,4 +1,4 @@
-"""The independent image frames appended for joint video-image training (VDM §3.1): where each one comes from."""
+"""The independent image frames appended for joint video-image training (VDM §4.3.1): where each one comes from."""
 
 import dataclasses
 

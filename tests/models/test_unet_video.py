@@ -39,7 +39,7 @@ def test_bad_shapes_fail_clearly(model):
 
 
 def test_appended_image_frames_are_independent(model):
-    """VDM §3.1: in example 0, frames 4 and 5 are independent images appended to a 4-frame video; example 1 is one
+    """VDM §4.3.1: in example 0, frames 4 and 5 are independent images appended to a 4-frame video; example 1 is one
     6-frame video."""
     z = video(1, (2, 6, RES, RES, 3))
     seg = jnp.array([[0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 0]], jnp.int32)
@@ -90,7 +90,7 @@ def test_single_frame_computes_no_temporal_attention(model):
 
 
 def test_image_alone_equals_image_appended_to_a_video(model):
-    """Joint training (VDM §3.1): an image frame appended to a video attends only to itself in temporal attention.
+    """Joint training (VDM §4.3.1): an image frame appended to a video attends only to itself in temporal attention.
     The same image run alone (T = 1) must get the same output, with temporal weights off their identity init."""
     z = video(8, (2, 5, RES, RES, 3))
     seg = jnp.array([[0, 0, 0, 0, 1], [0, 0, 0, 1, 2]], jnp.int32)

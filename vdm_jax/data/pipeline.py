@@ -3,7 +3,7 @@
 Per process p of P: read a disjoint 1/P of the split (`tfds.even_splits`, equal sizes), shuffle the files and a buffer
 of examples, then for each example pick a clip (random start, frame stride), decode only its frames, resize, flip (a
 mirrored clip's caption swaps left and right), normalise to [-1, 1] and append independent image frames (joint
-video-image training, VDM §3.1, Ho et al. 2022); batch, prefetch, and assemble the global batch with
+video-image training, VDM §4.3.1, Ho et al. 2022); batch, prefetch, and assemble the global batch with
 `jax.make_array_from_process_local_data`, sharded over the mesh axes ("data", "fsdp").
 
 Determinism and resumption. Epoch e of process p is a pure function of (seed, e, p): its file order, its shuffle

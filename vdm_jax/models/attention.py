@@ -3,7 +3,7 @@
 Spatial attention mixes the H*W positions of each frame; temporal attention mixes the T frames at each position, with
 a learned bias per head over (bucketed) frame offsets, so it runs on frame counts not seen in training, and on
 frames that are not consecutive (``frame_times``: long-range context, far-back known frames in one window). Segment ids
-keep appended image frames (joint image-video training, VDM §3.1) out of each other's and the video's temporal
+keep appended image frames (joint image-video training, VDM §3 and §4.3.1) out of each other's and the video's temporal
 attention. Cross-attention attends from every position to text tokens. All attention is computed by
 ``jax.nn.dot_product_attention`` (or, for spatial attention on request, linear attention), so the fused cuDNN kernel
 can be chosen on GPUs; calls whose shapes cuDNN refuses fall back to XLA (see :func:`attend`).

@@ -1,6 +1,6 @@
 """Loading the parameters of one model into another where paths and shapes agree (image -> video initialisation).
 
-VDM §3.1 trains video models jointly with images; a common start is an image model's weights. An image U-Net
+VDM §3 and §4.3.1 train video models jointly with images; a common start is an image model's weights. An image U-Net
 (``temporal_attention=False``) has every parameter of the video U-Net except the temporal attention blocks, at the
 same paths, so copying the matching entries and leaving the rest at their initialisation (zero output projections
 with ``temporal_identity_init``) reproduces the image model exactly.
