@@ -47,19 +47,22 @@ def _failing_step(monkeypatch, bad_calls: set[int]):
     monkeypatch.setattr(loop, "compile_train_step", patched)
 
 
-def test_nonfinite_step_between_writes_stops_before_the_checkpoint(tmp_path, moving_shapes_dir, monkeypatch):
-    """Step 1 fails; metrics are written every 4 steps, checkpoints every 2: the run stops at step 2 without saving
-    it, and rerunning resumes from nothing saved (trains all 4 steps) instead of failing on a mislabelled checkpoint."""
-    cfg = _config(moving_shapes_dir, "train.num_steps=4", "train.log_every=4", "train.checkpoint_every=2")
+@pytest.mark.parametrize("every", [("train.checkpoint_every=2",), ("train.checkpoint_every=4", "train.sample_every=2")])
+def test_nonfinite_step_between_writes_stops_before_the_checkpoint(tmp_path, moving_shapes_dir, monkeypatch, every):
+    """Step 1 fails; metrics are written every 4 steps, checkpoints (or samples) every 2: the run stops at step 2
+    without saving it (or writing samples labelled step 2 from the state of step 1), and rerunning resumes from nothing
+    saved (trains all 4 steps) instead of failing on a mislabelled checkpoint."""
+    cfg = _config(moving_shapes_dir, "train.num_steps=4", "train.log_every=4", *every)
     workdir = str(tmp_path / "run")
     _failing_step(monkeypatch, {1})
     with pytest.raises(loop.TrainingError, match="non-finite loss or gradients before step 2"):
         loop.train_and_evaluate(cfg, workdir)
     assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == []
+    assert not os.path.exists(os.path.join(workdir, "samples", "step_0000002.gif"))
     monkeypatch.undo()
     state = loop.train_and_evaluate(cfg, workdir)
     assert int(state.step) == 4
-    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4]
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == ([2, 4] if len(every) == 1 else [4])
 
 
 def test_exception_after_a_save_keeps_the_checkpoint(tmp_path, moving_shapes_dir, monkeypatch):
@@ -81,19 +84,27 @@ def test_exception_after_a_save_keeps_the_checkpoint(tmp_path, moving_shapes_dir
 
 
 @pytest.mark.parametrize("signal_step", [1, 2])
-def test_sigterm_saves_and_the_last_step_still_gets_its_final_samples(
-    tmp_path, moving_shapes_dir, monkeypatch, signal_step
-):
-    """A preemption notice after step 1 of 2 saves step 1 and stops; after the last step the run is complete, so
-    it also writes the final samples (a restart would find nothing left to do)."""
+def test_sigterm_saves_and_the_restart_finishes_the_run(tmp_path, moving_shapes_dir, monkeypatch, signal_step):
+    """A preemption notice after step 1 of 2 saves step 1 and stops; after the last step it saves that step and skips
+    the final samples, as a real SIGTERM does (`requested` set). The restart trains what is left, or only writes the
+    final samples the last step owes."""
     cfg = _config(moving_shapes_dir, "train.num_steps=2", "train.checkpoint_every=100")
     workdir = tmp_path / "run"
-    monkeypatch.setattr(loop._Preemption, "stop", lambda self, step: step == signal_step)
+
+    def stop(self, step: int) -> bool:  # What the SIGTERM handler and the sync point leave behind.
+        self.requested = self.requested or step == signal_step
+        return self.requested
+
+    monkeypatch.setattr(loop._Preemption, "stop", stop)
     state = loop.train_and_evaluate(cfg, str(workdir))
     assert int(state.step) == signal_step
     assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [signal_step]
-    final = list((workdir / "samples").glob("step_0000002*")) if (workdir / "samples").is_dir() else []
-    assert bool(final) == (signal_step == 2)
+    assert not list(workdir.glob("samples/step_0000002*"))
+    monkeypatch.undo()
+    state = loop.train_and_evaluate(cfg, str(workdir))
+    assert int(state.step) == 2
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == sorted({signal_step, 2})
+    assert list(workdir.glob("samples/step_0000002*"))
 
 
 def test_a_run_is_restored_only_under_its_own_defining_settings(tmp_path, moving_shapes_dir):

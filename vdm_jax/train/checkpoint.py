@@ -155,7 +155,9 @@ class Checkpointer:
             config=ocp.args.JsonSave(json.loads(config_json)),
             data=ocp.args.JsonSave({"iterator": data_state}),
         )
-        self.raise_if_save_failed()  # The previous save's error, named, not Orbax's at the start of this one.
+        # The previous save's error, named, not Orbax's at the start of this one: Orbax waits for a save in flight
+        # before it starts the next, so waiting here costs nothing and also catches one that fails while waited for.
+        self.raise_if_save_failed(wait=True)
         saved = self.manager.save(step, args=args, force=force)
         self._saving = step if saved else self._saving
         return saved

@@ -79,17 +79,16 @@ def restore_for_inference(cfg, workdir: str, step: int | None):
     """(graphdef, EMA params, rest, step) of a run's latest (or given) checkpoint, for sampling and evaluation."""
     tx = make_optimizer(cfg.train)
     graphdef, abstract = build_abstract(cfg, tx)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-    steps = ckpt.all_steps()
-    if not steps:
-        raise TrainingError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
-    step = max(steps) if step is None else step
-    if step not in steps:
-        raise TrainingError(f"no checkpoint of step {step} in {workdir}/checkpoints; available: {steps}")
-    mesh = make_mesh(cfg.parallel.mesh_shape)
-    shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
-    state, _, _ = ckpt.restore(step, with_shardings(abstract, shardings), cfg)
-    ckpt.close()
+    with contextlib.closing(Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)) as ckpt:
+        steps = ckpt.all_steps()
+        if not steps:
+            raise TrainingError(f"no checkpoint in {workdir}/checkpoints; train first (--mode=train)")
+        step = max(steps) if step is None else step
+        if step not in steps:
+            raise TrainingError(f"no checkpoint of step {step} in {workdir}/checkpoints; available: {steps}")
+        mesh = make_mesh(cfg.parallel.mesh_shape)
+        shardings = train_state_shardings(abstract, mesh, cfg.parallel.rule_list)
+        state, _, _ = ckpt.restore(step, with_shardings(abstract, shardings), cfg)
     return graphdef, state.ema_params, state.rest, step
 
 
@@ -286,6 +285,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
         do_sample, do_eval = outputs_due(cfg, step, final=final)
         if not (do_sample or do_eval):
             return True
+        if metrics is not None:  # Outputs labelled `step` need every step up to it good: a failed one stops here.
+            write_metrics(step)
         what = " and ".join(w for w, due in (("samples", do_sample), ("evaluation", do_eval)) if due)
 
         def skipped(part: str) -> bool:
@@ -342,8 +343,8 @@ def train_and_evaluate(cfg, workdir: str) -> TrainState:
 
     def write_metrics(step: int) -> None:
         """Writes the mean metrics of the steps since the last write, and stops the run if one of them failed.
-        Every checkpoint is also a write: a failed step never reaches a checkpoint, and a run resumed from one logs
-        the means of the same steps as a run never interrupted."""
+        Every checkpoint, sample grid and evaluation is also a write: a failed step never reaches one of them, and
+        a run resumed from a checkpoint logs the means of the same steps as a run never interrupted."""
         nonlocal metrics
         values = metrics_to_host(metrics)
         metrics = None
@@ -427,8 +428,13 @@ def _stop_if_nonfinite(values: dict[str, float], step: int, ckpt: Checkpointer) 
     before it, so the state is good but the step count is not the loop's)."""
     if values["nonfinite_steps"] > 0:
         ckpt.wait()
+        latest = ckpt.latest_step()
+        kept = (
+            f"the last good checkpoint (step {latest}) is intact"
+            if latest is not None
+            else "no checkpoint was written before it, so a rerun starts from step 0"
+        )
         raise TrainingError(
-            f"non-finite loss or gradients before step {step}; the last good checkpoint "
-            f"(step {ckpt.latest_step()}) is intact. Lower config.train.learning_rate or enable "
+            f"non-finite loss or gradients before step {step}; {kept}. Lower config.train.learning_rate or enable "
             "config.train.grad_clip, then rerun to resume."
         )
