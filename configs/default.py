@@ -96,7 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
     train.b2 = 0.99  # Adam beta2 (VDM UCF-101: 0.99).
     train.weight_decay = 0.0  # AdamW decoupled weight decay.
     train.grad_clip = 1.0  # Global-norm gradient clipping (0 = off; VDM's appendix states none).
-    train.ema_decay = 0.995  # EMA for sampling and evaluation; decay min(this, (1 + step) / (10 + step)).
+    train.ema_decay = 0.995  # EMA of the parameters, used for sampling and evaluation.
+    train.ema_warmup = True  # Effective decay min(ema_decay, (1 + step) / (10 + step)); False: ema_decay from step 0.
     train.grad_accum_steps = 1  # Micro-batches accumulated per optimizer step.
     train.log_every = 50  # Steps between metric writes (each checkpoint step is one too).
     train.checkpoint_every = 500  # Steps between (asynchronous) checkpoints.

@@ -15,8 +15,8 @@ video-folder builder has no test split of its own (its `test` is its `train`): e
 pointing at the test videos (each folder is prepared as its own dataset). Where the paper takes 50k test videos
 without replacement and a random 16-frame window of each, the builder cuts every video into consecutive 16-frame clips
 and evaluation takes the first 50k clips in TFDS's stored order (shuffled by key at build time): windows start at
-multiples of 16 frames, and one video may give several clips. As in configs/ucf101.py, the warm-up, gradient clipping
-and the EMA's warm-up are ours.
+multiples of 16 frames, and one video may give several clips. As in configs/ucf101.py, the warm-up and gradient clipping
+are ours.
 Our cost estimate (docs/baselines.md): 36.5 TFLOP per clip (16 + 8 image frames) per step, ~2.1e21 FLOP for 220k
 steps at batch 256: ~20 h on 256 TPU-v4 chips at 40% of peak; 23.0 GiB per device with one clip per device and
 8-way FSDP.

@@ -178,5 +178,7 @@ def test_ema_is_the_warmed_up_exponential_average():
     params = {"w": jnp.array([0.0, 2.0]), "b": jnp.array(-1.0)}
     for step, d in ((0, 0.1), (8, 0.5), (100_000, 0.999)):
         out = train_state.ema_update(ema, params, 0.999, jnp.asarray(step))
+        flat = train_state.ema_update(ema, params, 0.999, jnp.asarray(step), warmup=False)  # the paper configs
         for k in ema:
             np.testing.assert_allclose(out[k], d * np.asarray(ema[k]) + (1 - d) * np.asarray(params[k]), rtol=1e-6)
+            np.testing.assert_allclose(flat[k], 0.999 * np.asarray(ema[k]) + 0.001 * np.asarray(params[k]), rtol=1e-6)

@@ -83,6 +83,15 @@ def test_the_step_moves_by_the_learning_rate_and_averages_the_new_parameters_int
         assert max(np.abs(g - w).max() for g, w in zip(got, wrong, strict=True)) > 1e-5
 
 
+def test_without_the_ema_warm_up_the_step_uses_the_configured_decay():
+    """train.ema_warmup=False (the paper configs): at step 0 the EMA moves by (1 − decay) toward the new parameters,
+    where the warm-up would give d = 0.1."""
+    fn, state, cfg = make_stepper("train.ema_warmup=False", "train.ema_decay=0.9")
+    new, _ = fn(state, _batch(1), jax.random.key(0))
+    for got, e, p in zip(_leaves(new.ema_params), _leaves(state.ema_params), _leaves(new.params), strict=True):
+        np.testing.assert_allclose(got, 0.9 * e + 0.1 * p, rtol=1e-5, atol=1e-9)
+
+
 def test_a_non_finite_step_keeps_the_whole_state_and_is_counted(stepper):
     """A batch with a NaN gives a non-finite loss: the step returns its input state unchanged (step count, params,
     EMA and optimizer moments), so the last good state is never overwritten, and counts itself as non-finite."""

@@ -30,6 +30,7 @@ class TrainConfig:
     init_from: str
     context_pool: str = ""  # npz of examples with the model's own known frames (vdm_jax.train.context_pool)
     context_pool_fraction: float = 0.5
+    ema_warmup: bool = True  # the EMA's effective decay min(ema_decay, (1 + step) / (10 + step)); False: ema_decay
 
     def __post_init__(self):
         positive = ("num_steps", "batch_size", "grad_accum_steps", "log_every", "checkpoint_every", "keep_checkpoints")

@@ -62,7 +62,9 @@ def init_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx
     return graphdef, state
 
 
-def ema_update(ema: nnx.State, params: nnx.State, decay: float, step: jax.Array) -> nnx.State:
-    """EMA with the usual warm-up: the effective decay min(decay, (1 + step) / (10 + step)) lets early EMA track."""
-    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+def ema_update(ema: nnx.State, params: nnx.State, decay: float, step: jax.Array, *, warmup: bool = True) -> nnx.State:
+    """EMA of the parameters. With the usual warm-up the effective decay is min(decay, (1 + step) / (10 + step)), so
+    that the early EMA tracks the fast-moving weights; without it (the paper configs, as VDM gives one decay) `decay`
+    from step 0."""
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step)) if warmup else jnp.asarray(decay, jnp.float32)
     return jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema, params)

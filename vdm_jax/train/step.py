@@ -120,7 +120,9 @@ def make_train_step(
         new = state.replace(
             step=state.step + 1,
             params=params,
-            ema_params=ema_update(state.ema_params, params, train_cfg.ema_decay, state.step),
+            ema_params=ema_update(
+                state.ema_params, params, train_cfg.ema_decay, state.step, warmup=train_cfg.ema_warmup
+            ),
             opt_state=opt_state,
         )
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
