@@ -136,6 +136,23 @@ def test_default_config_loads_and_overrides_apply():
     assert cfg.train.batch_size == config.train.batch_size
 
 
+def test_library_defaults_are_the_default_config():
+    """A library caller's `ModelConfig()` is the model `configs/default.py` trains: every dataclass default equals the
+    default config's value for that key (the config file is where defaults are written and explained)."""
+    cfg = configuration.from_config_dict(load_config_file(str(ROOT / "configs/default.py"), []))
+    differ = []
+    for group, cls in configuration._GROUPS.items():
+        fields = dataclasses.fields(cls)
+        required = {f.name: getattr(getattr(cfg, group), f.name) for f in fields if f.default is dataclasses.MISSING}
+        built = cls(**required)
+        differ += [
+            f"{group}.{f.name}: {getattr(built, f.name)!r} != {getattr(getattr(cfg, group), f.name)!r}"
+            for f in fields
+            if getattr(built, f.name) != getattr(getattr(cfg, group), f.name)
+        ]
+    assert not differ, differ
+
+
 def test_string_keys_take_text_that_reads_as_a_number():
     """`--config.data.video_dir=2024` names a folder in main.py; load_config_file must read it the same way."""
     config = load_config_file(

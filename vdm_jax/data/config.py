@@ -68,9 +68,9 @@ class DataConfig:
 
     name: str = "moving_shapes"
     data_dir: str = ""
-    num_frames: int = 16
+    num_frames: int = 8
     frame_stride: int = 1
-    resolution: int = 32
+    resolution: int = 16
     num_image_frames: int = 0
     random_flip: bool = False
     shuffle_buffer: int = 512

@@ -88,8 +88,8 @@ class DiffusionConfig:
 class SamplerConfig:
     """How samples are drawn (`config.sampler`)."""
 
-    name: str = "ddim"
-    num_steps: int = 64
+    name: str = "ancestral"
+    num_steps: int = 100
     gamma: float = 0.1
     eta: float = 0.0
     corrector_steps: int = 1

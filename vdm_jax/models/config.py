@@ -36,9 +36,9 @@ class ModelConfig:
 
     channels: int = 3
     base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)
+    channel_mults: tuple[int, ...] = (1, 2)
     num_res_blocks: int = 1
-    attn_resolutions: tuple[int, ...] = (16, 8)
+    attn_resolutions: tuple[int, ...] = (8,)
     temporal_attn_resolutions: tuple[int, ...] = ()
     head_dim: int = 32
     dropout: float = 0.0
