@@ -14,6 +14,7 @@ def tiny_shapes(tmp_path_factory) -> DataConfig:
     cfg = DataConfig(
         data_dir=str(tmp_path_factory.mktemp("tfds_tiny")),
         num_frames=8,
+        resolution=32,  # the tests' expected shapes and captions are 32x32 (the library default is 16)
         moving_shapes_train_size=64,
         moving_shapes_test_size=16,
         shuffle_buffer=64,
