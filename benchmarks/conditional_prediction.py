@@ -189,12 +189,12 @@ def evaluate(
 ) -> dict:
     import jax
 
-    from vdm_jax.train import conditional
+    from vdm_jax.train import conditional, keyframes
 
     model, step = conditional.load_model(cfg, workdir)
     key_model = None  # keyframes: a model trained at stride x the frame model's frame stride, else the frame model
     if keyframe_workdir and stride:  # a run of another stride or frame size is a ConfigError that says what differs
-        key_model, key_step = conditional.load_keyframe_model(model, keyframe_workdir, stride, overrides=overrides)
+        key_model, key_step = keyframes.load_keyframe_model(model, keyframe_workdir, stride, overrides=overrides)
     t, r = cfg.data.num_frames, cfg.data.resolution
     real, examples = real_clips(num, 4 * t, r)
     context = real[:, :k]
@@ -245,7 +245,7 @@ def evaluate(
         m, kwargs = methods[name]
         km = None  # the keyframe model, sampled with this method's sampler settings (steps, frame guidance)
         if stride and key_model is not None:
-            km = key_model._replace(cfg=conditional.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
+            km = key_model._replace(cfg=keyframes.keyframe_config(m.cfg, keyframe_workdir, stride, overrides))
         if "extend" in tasks:
             runs, chain = {}, None  # the 4x chains to run: name suffix -> extend arguments; the plain one's videos
             if "plain" in chains:
@@ -283,7 +283,7 @@ def evaluate(
             for c in dict.fromkeys((1, candidates if name != "replacement" else 1)):
                 run(
                     f"{label}_{name}" + (f"_best_of{c}" if c > 1 else ""),
-                    lambda m=m, km=km, kw=kwargs, c=c: conditional.keyframes_then_interpolate(
+                    lambda m=m, km=km, kw=kwargs, c=c: keyframes.keyframes_then_interpolate(
                         m, rng, context, 4 * t, stride, keyframe_model=km, key_context=key_context, candidates=c, **kw
                     ),
                 )
@@ -296,7 +296,7 @@ def evaluate(
             if km is not None:
                 run(
                     f"from_nothing_keyframes_s{stride}_kc{key_context}_km_{name}",
-                    lambda m=m, km=km, kw=kwargs: conditional.keyframes_then_interpolate(
+                    lambda m=m, km=km, kw=kwargs: keyframes.keyframes_then_interpolate(
                         m, rng, empty, 4 * t, stride, keyframe_model=km, key_context=key_context, **kw
                     ),
                     False,

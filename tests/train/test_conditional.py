@@ -15,7 +15,7 @@ from flax import nnx
 
 from vdm_jax import configuration
 from vdm_jax.diffusion import DiffusionConfig, SamplerConfig, from_x, log_alpha_sigma_sq
-from vdm_jax.train import conditional
+from vdm_jax.train import conditional, keyframes
 from vdm_jax.train.compile import new_model
 from vdm_jax.train.super_resolution import avgpool_frames, sample_observed, super_resolve, upsample_nearest
 
@@ -131,11 +131,11 @@ def test_keyframe_run_of_another_text_width_is_refused(tmp_path):
     frames = tiny_model("model.text_conditioning=precomputed", "model.text_embed_dim=16").cfg
     key = dataclasses.replace(frames, data=dataclasses.replace(frames.data, frame_stride=2))
     (tmp_path / "config.json").write_text(key.to_json())
-    assert conditional.keyframe_config(frames, str(tmp_path), 2).data.frame_stride == 2
+    assert keyframes.keyframe_config(frames, str(tmp_path), 2).data.frame_stride == 2
     wide = dataclasses.replace(key, model=dataclasses.replace(key.model, text_embed_dim=32))
     (tmp_path / "config.json").write_text(wide.to_json())
     with pytest.raises(configuration.ConfigError, match="model.text_embed_dim 16 here, 32 there"):
-        conditional.keyframe_config(frames, str(tmp_path), 2)
+        keyframes.keyframe_config(frames, str(tmp_path), 2)
 
 
 def with_frame_guidance(m: conditional.SamplingModel, w: float) -> conditional.SamplingModel:
@@ -378,9 +378,9 @@ def test_chunk_nll_scores_each_video_on_its_own(model):
 
 @pytest.mark.parametrize("total, chunk, stride", [(16, 4, 3), (16, 8, 4), (13, 5, 2), (9, 9, 8), (30, 16, 4)])
 def test_interpolation_windows_cover_every_frame_between_its_keyframes(total, chunk, stride):
-    windows = conditional.interpolation_windows(total, chunk, stride)
+    windows = keyframes.interpolation_windows(total, chunk, stride)
     written = np.zeros(total, int)
-    keys = set(conditional.keyframe_indices(total, stride).tolist())
+    keys = set(keyframes.keyframe_indices(total, stride).tolist())
     for start, lo, hi in windows:
         assert 0 <= start <= lo < hi <= total and start + chunk <= total
         for p in range(lo, hi):
@@ -396,7 +396,7 @@ def test_interpolation_windows_cover_every_frame_between_its_keyframes(total, ch
 
 def test_keyframes_then_interpolation(model, recorder):
     ctx = context_frames(1, 2)
-    out = np.asarray(conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3))
+    out = np.asarray(keyframes.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3))
     assert out.shape == (1, 12, 8, 8, 3)
     np.testing.assert_array_equal(out[:, :2], ctx)
     # Keyframes 0, 3, 6, 9 from one chunk given keyframe 0 (the context frame on a keyframe position) ...
@@ -404,7 +404,7 @@ def test_keyframes_then_interpolation(model, recorder):
     np.testing.assert_array_equal(out[0, [3, 6, 9], 0, 0, 0], 1.0)
     # ... then the others in one batch of windows, each knowing its keyframes and context frames.
     frames, mask = recorder[-1]
-    windows = conditional.interpolation_windows(12, 4, 3)
+    windows = keyframes.interpolation_windows(12, 4, 3)
     assert len(recorder) == 2 and frames.shape[0] == len(windows)
     for j, (start, _, _) in enumerate(windows):
         want = [float(p % 3 == 0 or p < 2) for p in range(start, start + 4)]
@@ -416,7 +416,7 @@ def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorde
     """key_context = 2 from 2 context frames at stride 3: the frame model first continues to frame 3, so the keyframe
     chunk knows keyframes 0 and 3 (where without it, it knows keyframe 0 alone)."""
     ctx = context_frames(1, 2)
-    out = np.asarray(conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=2))
+    out = np.asarray(keyframes.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=2))
     np.testing.assert_array_equal(out[:, :2], ctx)
     assert len(recorder) == 3 and len(set(recorder.keys)) == 3  # lead-in, keyframes, windows: their own noise
     np.testing.assert_array_equal(recorder[0][1], [[1, 1, 0, 0]])  # lead-in: frames 2 and 3 from frames 0 and 1
@@ -425,25 +425,23 @@ def test_keyframes_lead_in_gives_the_keyframe_model_two_keyframes(model, recorde
     np.testing.assert_array_equal(frames[:, :2], out[:, [0, 3]])
     np.testing.assert_array_equal(out[0, [2, 3, 6, 9], 0, 0, 0], [1, 1, 2, 2])
     frames, mask = recorder[2]  # the windows know the lead-in frames as well as the keyframes
-    for j, (start, _, _) in enumerate(conditional.interpolation_windows(12, 4, 3)):
+    for j, (start, _, _) in enumerate(keyframes.interpolation_windows(12, 4, 3)):
         np.testing.assert_array_equal(mask[j], [float(p % 3 == 0 or p < 4) for p in range(start, start + 4)])
     assert set(out[0, [4, 5, 7, 8, 10, 11], 0, 0, 0]) == {3.0}
     with pytest.raises(ValueError, match="key_context=5"):
-        conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
+        keyframes.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=5)
     with pytest.raises(ValueError, match="would be given 4 keyframes"):  # the 4-frame model must have one to make
-        conditional.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=4)
+        keyframes.keyframes_then_interpolate(model, jax.random.key(0), ctx, 12, stride=3, key_context=4)
 
 
 def test_keyframes_from_nothing(model, recorder):
     """No context and key_context = 0: the keyframes are the first call, from nothing; the windows know them."""
     out = np.asarray(
-        conditional.keyframes_then_interpolate(
-            model, jax.random.key(0), jnp.zeros((1, 0, 8, 8, 3)), 12, 3, key_context=0
-        )
+        keyframes.keyframes_then_interpolate(model, jax.random.key(0), jnp.zeros((1, 0, 8, 8, 3)), 12, 3, key_context=0)
     )
     np.testing.assert_array_equal(recorder[0][1], [[0, 0, 0, 0]])
     assert len(recorder) == 2
-    for j, (start, _, _) in enumerate(conditional.interpolation_windows(12, 4, 3)):
+    for j, (start, _, _) in enumerate(keyframes.interpolation_windows(12, 4, 3)):
         np.testing.assert_array_equal(recorder[1][1][j], [float(p % 3 == 0) for p in range(start, start + 4)])
     np.testing.assert_array_equal(out[0, :, 0, 0, 0], [1 if p % 3 == 0 else 2 for p in range(12)])
 
@@ -468,11 +466,11 @@ def test_keyframes_pass_conditioning_and_keep_the_likeliest_candidates(model, mo
     monkeypatch.setattr(conditional, "chunk_nll", fake_nll)
     ctx, labels = context_frames(2, 2), np.array([3, 5])
     out = np.asarray(
-        conditional.keyframes_then_interpolate(
+        keyframes.keyframes_then_interpolate(
             model, jax.random.key(0), ctx, 12, 3, key_context=2, cond={"label": labels}, candidates=2
         )
     )
-    windows = conditional.interpolation_windows(12, 4, 3)
+    windows = keyframes.interpolation_windows(12, 4, 3)
     assert [m.shape[0] for m, _, _ in calls] == [4, 4, 2 * 2 * len(windows)]  # candidates x (windows x) videos
     for mask, seen, _ in calls:
         np.testing.assert_array_equal(seen, np.tile(labels, mask.shape[0] // 2))

@@ -267,17 +267,17 @@ def test_keyframes_from_nothing(tiny_run, keyframe_run, monkeypatch):
     """key_context = 0 without conditioning frames: the keyframe run makes frames 0, 2, 4, 6 from nothing."""
     import numpy as np
 
-    from vdm_jax.train import conditional, sampling
+    from vdm_jax.train import keyframes, sampling
 
     workdir, data_dir = tiny_run
     cfg = tiny_config(data_dir)
-    calls, real = [], conditional.keyframes_then_interpolate
+    calls, real = [], keyframes.keyframes_then_interpolate
 
     def spy(model, rng, context, *args, **kwargs):
         calls.append((context.shape, kwargs["keyframe_model"].cfg.data.frame_stride, kwargs["key_context"]))
         return real(model, rng, context, *args, **kwargs)
 
-    monkeypatch.setattr(conditional, "keyframes_then_interpolate", spy)
+    monkeypatch.setattr(keyframes, "keyframes_then_interpolate", spy)
     sampling.sample_conditional_from_checkpoint(
         cfg,
         str(workdir),

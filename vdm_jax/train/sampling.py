@@ -206,7 +206,7 @@ def sample_conditional_from_checkpoint(
     than the model's (`<workdir>/samples/sample_step<step>_<num_frames>f`).
 
     Beyond the model's length: autoregressively (`conditional.extend`), or with `keyframe_stride` = s > 0 by
-    keyframes, then interpolation (`conditional.keyframes_then_interpolate`): every s-th frame first, from the run in
+    keyframes, then interpolation (`keyframes.keyframes_then_interpolate`): every s-th frame first, from the run in
     `keyframe_workdir` (trained at data.frame_stride = s times this run's; default this run's model, whose keyframes
     then move at its own speed: slow motion), conditioned on `key_context` keyframes, then the frames between them.
     `memory` > 0: each chunk of the extension also sees that many frames from far back (`conditional.extend`), for a
@@ -217,7 +217,7 @@ def sample_conditional_from_checkpoint(
     A class- or caption-conditioned model gets `label` / `caption` for every video where given, else each
     `cond_split` clip's own label and caption, else for `cond_video` the null class and the empty caption (nothing is
     known of a file), else the defaults of `sample_conditioning`."""
-    from vdm_jax.train import conditional
+    from vdm_jax.train import conditional, keyframes
     from vdm_jax.train.context import ContextError, context_from_dataset, context_from_video
 
     if cond_video and cond_split:
@@ -258,7 +258,7 @@ def sample_conditional_from_checkpoint(
     model, step = conditional.load_model(cfg, workdir, step)
     method = conditional.resolve_method(cfg, "auto")
     rng = jax.random.key(cfg.seed + 2)
-    keyframes = np.zeros(total, bool)
+    keyframe_marks = np.zeros(total, bool)
     with on_mesh(cfg):  # every device samples its share of the videos (`parallel.call_padded`)
         if keyframe_stride:
             key_model, how = None, f"keyframes at stride {keyframe_stride} from this model, then interpolation"
@@ -266,8 +266,8 @@ def sample_conditional_from_checkpoint(
                 key_model, key_step = conditional.load_model(key_cfg, keyframe_workdir)
                 how = f"keyframes at stride {keyframe_stride} from {keyframe_workdir} (step {key_step})"
                 how += ", then interpolation"
-            keyframes[::keyframe_stride] = True
-            videos = conditional.keyframes_then_interpolate(
+            keyframe_marks[::keyframe_stride] = True
+            videos = keyframes.keyframes_then_interpolate(
                 model,
                 rng,
                 context,
@@ -296,7 +296,7 @@ def sample_conditional_from_checkpoint(
     marked[:, :num_cond_frames] = True
     name = f"cond_step{step}" if num_cond_frames else f"sample_step{step}_{total}f"
     out_dir = os.path.join(workdir, "samples")
-    paths = _write_samples(out_dir, name, videos, marked=marked, context=context, keyframes=keyframes)
+    paths = _write_samples(out_dir, name, videos, marked=marked, context=context, keyframes=keyframe_marks)
     logging.info("Wrote %d conditional samples (%s, %s) of step %d to %s", num_samples, method, how, step, paths["gif"])
     if jax.process_index() == 0:
         print(
@@ -309,7 +309,7 @@ def sample_conditional_from_checkpoint(
 def _check_keyframe_flags(cfg, total: int, num_cond_frames: int, stride: int, workdir: str, key_context: int):
     """The keyframe flags of `--mode=sample`, checked before any checkpoint loads -> the keyframe run's config (None:
     no keyframe run). ContextError names the flag and the fix; ConfigError says how the keyframe run differs."""
-    from vdm_jax.train import conditional
+    from vdm_jax.train import keyframes
     from vdm_jax.train.context import ContextError
 
     t = cfg.data.num_frames
@@ -332,10 +332,10 @@ def _check_keyframe_flags(cfg, total: int, num_cond_frames: int, stride: int, wo
             f"--key_context={key_context} must be in 0 .. {num_keys} (the keyframes of {total} frames at stride "
             f"{stride}); 2 lets the keyframe model see the motion between two keyframes"
         )
-    key_cfg = conditional.keyframe_config(cfg, workdir, stride) if workdir else None
+    key_cfg = keyframes.keyframe_config(cfg, workdir, stride) if workdir else None
     key_t = (key_cfg or cfg).data.num_frames
-    lead_in = conditional.lead_in_frames(stride, key_context)
-    given = conditional.known_keyframes(num_cond_frames, stride, key_context)
+    lead_in = keyframes.lead_in_frames(stride, key_context)
+    given = keyframes.known_keyframes(num_cond_frames, stride, key_context)
     if given >= key_t:
         raise ContextError(
             f"--key_context={key_context} with --num_cond_frames={num_cond_frames} gives the keyframe model "
